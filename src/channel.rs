@@ -1,0 +1,1016 @@
+//! The public SPSC channel: a segment plus one [`Sender`] and one [`Receiver`], each possibly in
+//! a different process.
+
+use crate::error::{
+    AttachError, Corrupt, RecvError, RecvTimeoutError, SegmentError, SendError, SendTimeoutError, TryRecvError,
+    TrySendError,
+};
+use crate::layout::RingCtl;
+use crate::lifecycle::{self, State};
+use crate::ring::memory::{RawRing, RingMemory};
+use crate::ring::record::HDR;
+use crate::ring::spsc::{self, Consumer, Next, Placement, PopError, Producer, PushError};
+use crate::segment::{Geometry, Segment};
+use crate::sync::{AtomicU32, Ordering};
+use crate::wait::{Deadline, OsPark};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How a channel is created or opened.
+///
+/// ```
+/// let cfg = shmq::Config::new().capacity(64 * 1024).max_message(1 << 20);
+/// assert_eq!(cfg.get_capacity(), 64 * 1024);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    capacity: usize,
+    max_message: u64,
+    spin: Duration,
+    open_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            capacity: 1 << 20,
+            max_message: 64 << 20,
+            spin: Duration::from_micros(20),
+            open_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Config {
+    /// The defaults: 1 MiB ring, 64 MiB largest message, 20 µs spin before sleeping, 1 s wait
+    /// for a creator to publish the header.
+    pub fn new() -> Config {
+        Config::default()
+    }
+
+    /// Ring size in bytes: a power of two, at least 4096. Messages larger than a quarter of it
+    /// travel in pieces (and are still delivered whole).
+    pub fn capacity(mut self, bytes: usize) -> Config {
+        self.capacity = bytes;
+        self
+    }
+
+    /// Largest message the channel accepts (default 64 MiB). Larger sends fail with `TooLarge`.
+    pub fn max_message(mut self, bytes: u64) -> Config {
+        self.max_message = bytes;
+        self
+    }
+
+    /// How long a blocking call spins (yielding the CPU) before it sleeps on a futex. Spinning
+    /// keeps round trips fast when the peer answers quickly; after the budget no CPU is burnt.
+    /// `Duration::ZERO` sleeps at once.
+    pub fn spin(mut self, budget: Duration) -> Config {
+        self.spin = budget;
+        self
+    }
+
+    /// How long `open` waits for a segment's creator to finish initialising it.
+    pub fn open_timeout(mut self, timeout: Duration) -> Config {
+        self.open_timeout = timeout;
+        self
+    }
+
+    /// The configured ring size.
+    pub fn get_capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn geometry(&self) -> Geometry {
+        Geometry { capacity: self.capacity, max_message: self.max_message }
+    }
+}
+
+/// What every handle of one channel in this process shares: the mapping.
+struct Shared {
+    seg: Segment,
+    spin: Duration,
+}
+
+impl Shared {
+    fn new(seg: Segment, spin: Duration) -> Arc<Shared> {
+        // Count this process's handle in the segment (the last one out of a CLOSED channel
+        // removes its name).
+        seg.ctl().lifecycle.handles.fetch_add(1, Ordering::AcqRel);
+        Arc::new(Shared { seg, spin })
+    }
+
+    fn ctl(&self) -> &RingCtl {
+        self.seg.ctl()
+    }
+
+    fn take_role(&self, role: &'static str) -> Result<(), AttachError> {
+        let word = self.role_word(role);
+        // SYNC(role): AcqRel CAS; pairs with the Release decrement in `release_role`, so a new
+        // holder sees everything the previous one did.
+        word.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
+            .map_err(|_| AttachError::RoleTaken { role })
+    }
+
+    fn release_role(&self, role: &'static str) {
+        // SYNC(role): Release; see `take_role`. A corrupt count is left alone rather than wrapped.
+        let _ = self.role_word(role).fetch_update(Ordering::Release, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    fn role_word(&self, role: &'static str) -> &AtomicU32 {
+        let l = &self.ctl().lifecycle;
+        if role == "sender" { &l.senders } else { &l.receivers }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let ctl = self.seg.ctl();
+        let prev = ctl.lifecycle.handles.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        let last = prev == Ok(1);
+        if last && lifecycle::load(&ctl.lifecycle.state) == Ok(State::Closed) {
+            if let Some(name) = self.seg.name() {
+                // Only remove the name if it still refers to *our* segment.
+                let _ = unlink_if_same(name, self.seg.file());
+            }
+        }
+    }
+}
+
+fn unlink_if_same(name: &str, ours: &std::fs::File) -> Result<(), SegmentError> {
+    use std::os::unix::fs::MetadataExt;
+    let mine = ours.metadata().map_err(|source| SegmentError::Io { op: "fstat", source })?;
+    let theirs = std::fs::metadata(crate::segment::shm_path(name));
+    match theirs {
+        Ok(m) if m.ino() == mine.ino() && m.dev() == mine.dev() => crate::segment::unlink(name),
+        _ => Ok(()),
+    }
+}
+
+/// Counters and state of a channel, read from its segment.
+///
+/// Timestamps are CLOCK_MONOTONIC nanoseconds (comparable across processes on one machine);
+/// `None` means the state was never entered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stats {
+    /// The lifecycle state.
+    pub state: State,
+    /// Messages and payload bytes accepted by the sender.
+    pub sent_msgs: u64,
+    /// See `sent_msgs`.
+    pub sent_bytes: u64,
+    /// Messages and payload bytes the receiver has taken.
+    pub recv_msgs: u64,
+    /// See `recv_msgs`.
+    pub recv_bytes: u64,
+    /// Messages (and their bytes) discarded because the receiver side closed with a backlog.
+    pub discarded_msgs: u64,
+    /// See `discarded_msgs`.
+    pub discarded_bytes: u64,
+    /// When the segment was created (CLOCK_MONOTONIC ns).
+    pub created_ns: u64,
+    /// When the channel entered DRAINING.
+    pub draining_ns: Option<u64>,
+    /// When the channel entered CLOSING.
+    pub closing_ns: Option<u64>,
+    /// When the channel entered CLOSED.
+    pub closed_ns: Option<u64>,
+    /// Ring size in bytes.
+    pub capacity: usize,
+    /// Largest message accepted.
+    pub max_message: u64,
+    /// Process that created the segment.
+    pub creator_pid: u32,
+}
+
+/// A channel segment opened (or created) by this process. Take the [`Sender`] and/or
+/// [`Receiver`] role from it; each role can be held by one handle at a time, in any process.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ch = shmq::Channel::anonymous(&shmq::Config::new().capacity(4096))?;
+/// let (mut tx, mut rx) = (ch.sender()?, ch.receiver()?);
+/// tx.send(b"hello")?;
+/// tx.close();
+/// assert_eq!(rx.recv()?, b"hello");
+/// assert!(rx.recv().is_err()); // end of stream
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Channel {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("name", &self.shared.seg.name())
+            .field("capacity", &self.shared.seg.capacity())
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl Channel {
+    /// Create a named channel (`/dev/shm/shmq.NAME`, mode 0600). Fails with `AlreadyExists` if
+    /// the name is taken: shmq never replaces a segment.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let name = format!("doc-create-{}", std::process::id());
+    /// let ch = shmq::Channel::create(&name, &shmq::Config::new())?;
+    /// let other = shmq::Channel::open(&name, &shmq::Config::new())?; // e.g. in another process
+    /// assert_eq!(other.state()?, shmq::State::Active);
+    /// ch.unlink()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn create(name: &str, cfg: &Config) -> Result<Channel, SegmentError> {
+        let seg = Segment::create(name, cfg.geometry())?;
+        Ok(Channel { shared: Shared::new(seg, cfg.spin) })
+    }
+
+    /// Open an existing named channel, waiting up to `cfg`'s open timeout for its creator to
+    /// finish initialising it. Only the spin budget and the open timeout of `cfg` are used; the
+    /// sizes come from the segment.
+    pub fn open(name: &str, cfg: &Config) -> Result<Channel, SegmentError> {
+        let seg = Segment::open(name, cfg.open_timeout)?;
+        Ok(Channel { shared: Shared::new(seg, cfg.spin) })
+    }
+
+    /// Create a channel with no name (a sealed memfd). Share it with a child process through
+    /// [`inheritable_fd`](Channel::inheritable_fd) and [`from_fd`](Channel::from_fd).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ch = shmq::Channel::anonymous(&shmq::Config::new())?;
+    /// assert!(ch.name().is_none());
+    /// # Ok(()) }
+    /// ```
+    pub fn anonymous(cfg: &Config) -> Result<Channel, SegmentError> {
+        let seg = Segment::create_anonymous(cfg.geometry())?;
+        Ok(Channel { shared: Shared::new(seg, cfg.spin) })
+    }
+
+    /// Open a channel from a file descriptor, typically one a parent passed down.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ch = shmq::Channel::anonymous(&shmq::Config::new())?;
+    /// let fd = ch.inheritable_fd()?; // pass fd.as_raw_fd() to a child, e.g. in an env var
+    /// let same = shmq::Channel::from_fd(fd, &shmq::Config::new())?;
+    /// assert_eq!(same.stats()?.capacity, ch.stats()?.capacity);
+    /// # Ok(()) }
+    /// ```
+    pub fn from_fd(fd: OwnedFd, cfg: &Config) -> Result<Channel, SegmentError> {
+        let seg = Segment::from_fd(fd, cfg.open_timeout)?;
+        Ok(Channel { shared: Shared::new(seg, cfg.spin) })
+    }
+
+    /// A duplicate of the segment's descriptor *without* close-on-exec, so that a child started
+    /// with `std::process::Command` inherits it under the same number. Drop it in the parent
+    /// once the child is spawned.
+    pub fn inheritable_fd(&self) -> std::io::Result<OwnedFd> {
+        let fd = self.shared.seg.file().as_fd().try_clone_to_owned()?;
+        // SAFETY: `fd` is a valid open descriptor we own; F_SETFD only changes its flags.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(fd)
+    }
+
+    /// The segment's descriptor (close-on-exec), e.g. to send over a Unix socket.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.shared.seg.file().as_fd()
+    }
+
+    /// The name the channel was created or opened with (`None` for anonymous channels).
+    pub fn name(&self) -> Option<&str> {
+        self.shared.seg.name()
+    }
+
+    /// Take the sender role. Fails with `RoleTaken` while another handle (in any process) holds it.
+    pub fn sender(&self) -> Result<Sender, AttachError> {
+        let shared = self.shared.clone();
+        shared.take_role("sender")?;
+        match Producer::attach(shared.ctl(), shared.seg.capacity(), shared.spin) {
+            Ok(prod) => {
+                let ring = shared.seg.ring();
+                Ok(Sender { shared, prod, ring, max_message: self.shared.seg.max_message() })
+            }
+            Err(c) => {
+                shared.release_role("sender");
+                Err(c.into())
+            }
+        }
+    }
+
+    /// Take the receiver role. Fails with `RoleTaken` while another handle holds it.
+    pub fn receiver(&self) -> Result<Receiver, AttachError> {
+        let shared = self.shared.clone();
+        shared.take_role("receiver")?;
+        let seg = &shared.seg;
+        match Consumer::attach(shared.ctl(), seg.capacity(), seg.max_message(), shared.spin) {
+            Ok(cons) => {
+                let ring = seg.ring();
+                Ok(Receiver { shared, cons, ring })
+            }
+            Err(c) => {
+                shared.release_role("receiver");
+                Err(c.into())
+            }
+        }
+    }
+
+    /// Sender-side close: DRAINING. Sends are refused from now on; the receiver still gets
+    /// everything committed before, then end-of-stream. Idempotent; returns the state found.
+    pub fn drain(&self) -> Result<State, Corrupt> {
+        lifecycle::close_channel(self.shared.ctl(), &OsPark, State::Draining)
+    }
+
+    /// Receiver-side close: CLOSING. Sends are refused; the receiver sees end-of-stream at once
+    /// and discards (and counts) the backlog. Idempotent; returns the state found.
+    pub fn close_now(&self) -> Result<State, Corrupt> {
+        lifecycle::close_channel(self.shared.ctl(), &OsPark, State::Closing)
+    }
+
+    /// The lifecycle state.
+    pub fn state(&self) -> Result<State, Corrupt> {
+        lifecycle::load(&self.shared.ctl().lifecycle.state)
+    }
+
+    /// Counters, sizes and transition times.
+    pub fn stats(&self) -> Result<Stats, Corrupt> {
+        stats(&self.shared)
+    }
+
+    /// Remove the channel's name now. Processes that have it open keep working; the memory is
+    /// freed when the last one unmaps it. Anonymous channels have no name: `Ok(())`.
+    pub fn unlink(&self) -> Result<(), SegmentError> {
+        match self.shared.seg.name() {
+            Some(name) => crate::segment::unlink(name),
+            None => Ok(()),
+        }
+    }
+}
+
+fn stats(shared: &Shared) -> Result<Stats, Corrupt> {
+    let h = shared.seg.header();
+    let ctl = &h.ctl;
+    let r = |w: &crate::sync::AtomicU64| w.load(Ordering::Relaxed);
+    let t = |w: &crate::sync::AtomicU64| Some(r(w)).filter(|&v| v != 0);
+    Ok(Stats {
+        state: lifecycle::load(&ctl.lifecycle.state)?,
+        sent_msgs: r(&ctl.producer.sent_msgs),
+        sent_bytes: r(&ctl.producer.sent_bytes),
+        recv_msgs: r(&ctl.consumer.recv_msgs),
+        recv_bytes: r(&ctl.consumer.recv_bytes),
+        discarded_msgs: r(&ctl.lifecycle.discarded_msgs),
+        discarded_bytes: r(&ctl.lifecycle.discarded_bytes),
+        created_ns: r(&h.identity.generation),
+        draining_ns: t(&ctl.lifecycle.t_draining),
+        closing_ns: t(&ctl.lifecycle.t_closing),
+        closed_ns: t(&ctl.lifecycle.t_closed),
+        capacity: shared.seg.capacity(),
+        max_message: shared.seg.max_message(),
+        creator_pid: h.identity.creator_pid.load(Ordering::Relaxed),
+    })
+}
+
+/// The sending side of a channel. Dropping it closes the channel from the sender side
+/// (DRAINING): the receiver drains the backlog, then sees end-of-stream.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ch = shmq::Channel::anonymous(&shmq::Config::new())?;
+/// let mut tx = ch.sender()?;
+/// tx.send(vec![7u8; 100])?;
+/// assert!(tx.try_send(b"x").is_ok());
+/// # Ok(()) }
+/// ```
+pub struct Sender {
+    shared: Arc<Shared>,
+    prod: Producer,
+    ring: RawRing,
+    max_message: u64,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").field("channel", &self.shared.seg.name()).finish()
+    }
+}
+
+impl Sender {
+    fn push(&mut self, msg: &[u8], deadline: Deadline) -> Result<(), PushError> {
+        self.prod.send(self.shared.ctl(), &self.ring, &OsPark, msg, deadline)
+    }
+
+    fn too_large(&self, len: usize) -> bool {
+        len as u64 > self.max_message
+    }
+
+    /// Send a message, waiting while the ring is full. Messages larger than the ring are sent in
+    /// pieces as the receiver makes room, and delivered whole.
+    ///
+    /// `Ok` means the message is committed: the receiver gets it unless it closes the channel
+    /// with a backlog (then it is counted in `Stats::discarded_msgs`). Every error hands the
+    /// message back and means the receiver will never see any of it.
+    pub fn send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
+        if self.too_large(msg.as_ref().len()) {
+            return Err(SendError::TooLarge(msg));
+        }
+        match self.push(msg.as_ref(), Deadline::Never) {
+            Ok(()) => Ok(()),
+            Err(PushError::Closed) => Err(SendError::Closed(msg)),
+            Err(PushError::Corrupt(c)) => Err(SendError::Corrupt(msg, c)),
+            // Without a deadline the wait only ends with room, a close or corruption.
+            Err(PushError::Full) => Err(SendError::Corrupt(msg, Corrupt::new("a wait without deadline timed out"))),
+        }
+    }
+
+    /// Send if there is room right now. A message larger than a quarter of the ring needs the
+    /// receiver to make room while it is sent, so `try_send` returns `Full` for it unless the
+    /// ring has room for all its pieces at once; use `send_timeout` for those.
+    pub fn try_send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), TrySendError<M>> {
+        if self.too_large(msg.as_ref().len()) {
+            return Err(TrySendError::TooLarge(msg));
+        }
+        match self.push(msg.as_ref(), Deadline::Now) {
+            Ok(()) => Ok(()),
+            Err(PushError::Full) => Err(TrySendError::Full(msg)),
+            Err(PushError::Closed) => Err(TrySendError::Closed(msg)),
+            Err(PushError::Corrupt(c)) => Err(TrySendError::Corrupt(msg, c)),
+        }
+    }
+
+    /// Send, waiting at most `timeout` for room.
+    pub fn send_timeout<M: AsRef<[u8]>>(&mut self, msg: M, timeout: Duration) -> Result<(), SendTimeoutError<M>> {
+        self.send_with(msg, Deadline::after(timeout))
+    }
+
+    /// Send, waiting for room until `deadline`.
+    pub fn send_deadline<M: AsRef<[u8]>>(&mut self, msg: M, deadline: Instant) -> Result<(), SendTimeoutError<M>> {
+        self.send_with(msg, Deadline::At(deadline))
+    }
+
+    fn send_with<M: AsRef<[u8]>>(&mut self, msg: M, deadline: Deadline) -> Result<(), SendTimeoutError<M>> {
+        if self.too_large(msg.as_ref().len()) {
+            return Err(SendTimeoutError::TooLarge(msg));
+        }
+        match self.push(msg.as_ref(), deadline) {
+            Ok(()) => Ok(()),
+            Err(PushError::Full) => Err(SendTimeoutError::Timeout(msg)),
+            Err(PushError::Closed) => Err(SendTimeoutError::Closed(msg)),
+            Err(PushError::Corrupt(c)) => Err(SendTimeoutError::Corrupt(msg, c)),
+        }
+    }
+
+    /// Largest message [`reserve`](Sender::reserve) can hand out: a quarter of the ring minus a
+    /// record header.
+    pub fn max_zero_copy(&self) -> usize {
+        self.prod.max_whole().min(self.max_message as usize)
+    }
+
+    /// Reserve `len` bytes in the ring, waiting for room, to be written in place and committed.
+    /// Dropping the slot without committing sends nothing.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ch = shmq::Channel::anonymous(&shmq::Config::new())?;
+    /// let (mut tx, mut rx) = (ch.sender()?, ch.receiver()?);
+    /// let mut slot = tx.reserve(5)?;
+    /// slot.write_at(0, b"hello");
+    /// slot.commit()?;
+    /// assert_eq!(rx.recv()?, b"hello");
+    /// # Ok(()) }
+    /// ```
+    pub fn reserve(&mut self, len: usize) -> Result<SendSlot<'_>, SendError<()>> {
+        match self.reserve_with(len, Deadline::Never) {
+            Ok(slot) => Ok(slot),
+            Err(SendTimeoutError::Timeout(())) => {
+                Err(SendError::Corrupt((), Corrupt::new("a wait without deadline timed out")))
+            }
+            Err(SendTimeoutError::Closed(())) => Err(SendError::Closed(())),
+            Err(SendTimeoutError::TooLarge(())) => Err(SendError::TooLarge(())),
+            Err(SendTimeoutError::Corrupt((), c)) => Err(SendError::Corrupt((), c)),
+        }
+    }
+
+    /// Reserve `len` bytes if there is room right now.
+    pub fn try_reserve(&mut self, len: usize) -> Result<SendSlot<'_>, TrySendError<()>> {
+        match self.reserve_with(len, Deadline::Now) {
+            Ok(slot) => Ok(slot),
+            Err(SendTimeoutError::Timeout(())) => Err(TrySendError::Full(())),
+            Err(SendTimeoutError::Closed(())) => Err(TrySendError::Closed(())),
+            Err(SendTimeoutError::TooLarge(())) => Err(TrySendError::TooLarge(())),
+            Err(SendTimeoutError::Corrupt((), c)) => Err(TrySendError::Corrupt((), c)),
+        }
+    }
+
+    /// Reserve `len` bytes, waiting at most `timeout` for room.
+    pub fn reserve_timeout(&mut self, len: usize, timeout: Duration) -> Result<SendSlot<'_>, SendTimeoutError<()>> {
+        self.reserve_with(len, Deadline::after(timeout))
+    }
+
+    fn reserve_with(&mut self, len: usize, deadline: Deadline) -> Result<SendSlot<'_>, SendTimeoutError<()>> {
+        if len > self.max_zero_copy() {
+            return Err(SendTimeoutError::TooLarge(()));
+        }
+        match self.prod.reserve(self.shared.ctl(), &OsPark, len, deadline) {
+            Ok(place) => Ok(SendSlot { sender: self, place }),
+            Err(PushError::Full) => Err(SendTimeoutError::Timeout(())),
+            Err(PushError::Closed) => Err(SendTimeoutError::Closed(())),
+            Err(PushError::Corrupt(c)) => Err(SendTimeoutError::Corrupt((), c)),
+        }
+    }
+
+    /// Close the channel from the sender side (DRAINING). Later sends are refused with their
+    /// message handed back; the receiver drains what was sent. Idempotent.
+    pub fn close(&mut self) {
+        let _ = lifecycle::close_channel(self.shared.ctl(), &OsPark, State::Draining);
+    }
+
+    /// The channel's state.
+    pub fn state(&self) -> Result<State, Corrupt> {
+        lifecycle::load(&self.shared.ctl().lifecycle.state)
+    }
+
+    /// Counters, sizes and transition times.
+    pub fn stats(&self) -> Result<Stats, Corrupt> {
+        stats(&self.shared)
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.close();
+        self.shared.release_role("sender");
+    }
+}
+
+/// Space reserved in the ring by [`Sender::reserve`]. Write the payload with
+/// [`write_at`](SendSlot::write_at) (or through [`as_mut_ptr`](SendSlot::as_mut_ptr)), then
+/// [`commit`](SendSlot::commit). Dropped uncommitted, it sends nothing.
+pub struct SendSlot<'a> {
+    sender: &'a mut Sender,
+    place: Placement,
+}
+
+impl std::fmt::Debug for SendSlot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendSlot").field("len", &self.place.len).finish()
+    }
+}
+
+impl SendSlot<'_> {
+    /// Bytes reserved.
+    pub fn len(&self) -> usize {
+        self.place.len
+    }
+
+    /// True for a zero-length reservation.
+    pub fn is_empty(&self) -> bool {
+        self.place.len == 0
+    }
+
+    /// Copy `src` to `offset..offset + src.len()` of the slot.
+    ///
+    /// # Panics
+    /// If the range is outside the slot (as slice indexing would).
+    pub fn write_at(&mut self, offset: usize, src: &[u8]) {
+        assert!(
+            offset <= self.place.len && src.len() <= self.place.len - offset,
+            "write of {} bytes at {offset} outside a {}-byte slot",
+            src.len(),
+            self.place.len
+        );
+        self.sender.ring.write_bytes(self.place.off + HDR + offset, src);
+    }
+
+    /// Pointer to the first payload byte. The `len()` bytes behind it belong to this slot until
+    /// it is committed or dropped; another process must not be reading them, so do not form
+    /// references wider than the slot.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.sender.ring.ptr_at(self.place.off + HDR, self.place.len)
+    }
+
+    /// Publish the whole slot as one message.
+    pub fn commit(self) -> Result<(), SendError<Vec<u8>>> {
+        let len = self.place.len;
+        self.commit_len(len)
+    }
+
+    /// Publish the first `len` bytes of the slot (`len` is clamped to the slot's size). If the
+    /// channel closed meanwhile, the bytes written come back as `Closed(bytes)`.
+    pub fn commit_len(self, len: usize) -> Result<(), SendError<Vec<u8>>> {
+        let len = len.min(self.place.len);
+        let s = self.sender;
+        match s.prod.commit_reserved(s.shared.ctl(), &s.ring, &OsPark, self.place, len) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let mut bytes = vec![0; len];
+                s.ring.read_bytes(self.place.off + HDR, &mut bytes);
+                Err(match e {
+                    PushError::Closed => SendError::Closed(bytes),
+                    PushError::Corrupt(c) => SendError::Corrupt(bytes, c),
+                    PushError::Full => SendError::Corrupt(bytes, Corrupt::new("reserved space vanished")),
+                })
+            }
+        }
+    }
+}
+
+/// The receiving side of a channel. Dropping it closes the channel from the receiver side
+/// (CLOSING): senders are refused, the backlog is discarded and counted, then CLOSED.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ch = shmq::Channel::anonymous(&shmq::Config::new())?;
+/// let (mut tx, mut rx) = (ch.sender()?, ch.receiver()?);
+/// assert!(rx.try_recv().unwrap_err().is_empty());
+/// tx.send(b"x")?;
+/// drop(tx); // DRAINING
+/// assert_eq!(rx.recv()?, b"x");
+/// assert!(rx.recv().is_err());
+/// assert_eq!(ch.state()?, shmq::State::Closed);
+/// # Ok(()) }
+/// ```
+pub struct Receiver {
+    shared: Arc<Shared>,
+    cons: Consumer,
+    ring: RawRing,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver").field("channel", &self.shared.seg.name()).finish()
+    }
+}
+
+/// Messages and bytes a receiver-side close threw away.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Discarded {
+    /// Whole messages discarded.
+    pub msgs: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+}
+
+impl Receiver {
+    fn next(&mut self, deadline: Deadline) -> Result<Next, PopError> {
+        self.cons.next(self.shared.ctl(), &self.ring, &OsPark, deadline)
+    }
+
+    /// Take the next message into `buf` (cleared first), returning its length.
+    fn take_into(&mut self, deadline: Deadline, buf: &mut Vec<u8>) -> Result<usize, PopError> {
+        match self.next(deadline)? {
+            Next::Whole { off, len, next } => {
+                buf.clear();
+                buf.resize(len, 0);
+                self.ring.read_bytes(off, buf);
+                self.cons.finish_whole(self.shared.ctl(), &OsPark, next, len);
+                Ok(len)
+            }
+            Next::Assembled => {
+                self.cons.swap_assembled(buf);
+                Ok(buf.len())
+            }
+        }
+    }
+
+    /// Receive the next message, waiting for one. `Err(Closed)` is end-of-stream: every message
+    /// committed before the close has been delivered.
+    pub fn recv(&mut self) -> Result<Vec<u8>, RecvError> {
+        let mut buf = Vec::new();
+        self.recv_into(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// Receive into `buf` (cleared first; its allocation is reused), waiting for a message.
+    /// Returns the message length.
+    pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
+        match self.take_into(Deadline::Never, buf) {
+            Ok(n) => Ok(n),
+            Err(PopError::Closed) => Err(RecvError::Closed),
+            Err(PopError::Corrupt(c)) => Err(RecvError::Corrupt(c)),
+            Err(PopError::Empty) => Err(RecvError::Corrupt(Corrupt::new("a wait without deadline timed out"))),
+        }
+    }
+
+    /// Receive a message if one is ready.
+    pub fn try_recv(&mut self) -> Result<Vec<u8>, TryRecvError> {
+        let mut buf = Vec::new();
+        match self.take_into(Deadline::Now, &mut buf) {
+            Ok(_) => Ok(buf),
+            Err(PopError::Empty) => Err(TryRecvError::Empty),
+            Err(PopError::Closed) => Err(TryRecvError::Closed),
+            Err(PopError::Corrupt(c)) => Err(TryRecvError::Corrupt(c)),
+        }
+    }
+
+    /// Receive, waiting at most `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>, RecvTimeoutError> {
+        let mut buf = Vec::new();
+        self.recv_into_with(&mut buf, Deadline::after(timeout)).map(|_| buf)
+    }
+
+    /// Receive, waiting until `deadline`.
+    pub fn recv_deadline(&mut self, deadline: Instant) -> Result<Vec<u8>, RecvTimeoutError> {
+        let mut buf = Vec::new();
+        self.recv_into_with(&mut buf, Deadline::At(deadline)).map(|_| buf)
+    }
+
+    /// Receive into `buf`, waiting at most `timeout`.
+    pub fn recv_into_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize, RecvTimeoutError> {
+        self.recv_into_with(buf, Deadline::after(timeout))
+    }
+
+    fn recv_into_with(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<usize, RecvTimeoutError> {
+        match self.take_into(deadline, buf) {
+            Ok(n) => Ok(n),
+            Err(PopError::Empty) => Err(RecvTimeoutError::Timeout),
+            Err(PopError::Closed) => Err(RecvTimeoutError::Closed),
+            Err(PopError::Corrupt(c)) => Err(RecvTimeoutError::Corrupt(c)),
+        }
+    }
+
+    /// Borrow the next message in place (zero-copy for messages up to a quarter of the ring),
+    /// waiting for one. The ring space is given back when the [`Message`] is dropped.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ch = shmq::Channel::anonymous(&shmq::Config::new())?;
+    /// let (mut tx, mut rx) = (ch.sender()?, ch.receiver()?);
+    /// tx.send(b"abc")?;
+    /// let msg = rx.recv_ref()?;
+    /// let mut first = [0u8; 2];
+    /// msg.read_at(0, &mut first);
+    /// assert_eq!((&first, msg.len()), (b"ab", 3));
+    /// # Ok(()) }
+    /// ```
+    pub fn recv_ref(&mut self) -> Result<Message<'_>, RecvError> {
+        match self.next(Deadline::Never) {
+            Ok(next) => Ok(Message { rx: self, next }),
+            Err(PopError::Closed) => Err(RecvError::Closed),
+            Err(PopError::Corrupt(c)) => Err(RecvError::Corrupt(c)),
+            Err(PopError::Empty) => Err(RecvError::Corrupt(Corrupt::new("a wait without deadline timed out"))),
+        }
+    }
+
+    /// Borrow the next message if one is ready.
+    pub fn try_recv_ref(&mut self) -> Result<Message<'_>, TryRecvError> {
+        match self.next(Deadline::Now) {
+            Ok(next) => Ok(Message { rx: self, next }),
+            Err(PopError::Empty) => Err(TryRecvError::Empty),
+            Err(PopError::Closed) => Err(TryRecvError::Closed),
+            Err(PopError::Corrupt(c)) => Err(TryRecvError::Corrupt(c)),
+        }
+    }
+
+    /// Close from the receiver side (CLOSING): senders are refused from now on, and whatever is
+    /// still queued is discarded. Returns what was discarded. Idempotent.
+    pub fn close(&mut self) -> Result<Discarded, Corrupt> {
+        let l = &self.shared.ctl().lifecycle;
+        let (m0, b0) = (l.discarded_msgs.load(Ordering::Relaxed), l.discarded_bytes.load(Ordering::Relaxed));
+        lifecycle::close_channel(self.shared.ctl(), &OsPark, State::Closing)?;
+        match self.next(Deadline::Now) {
+            Err(PopError::Closed) => {}
+            Err(PopError::Corrupt(c)) => return Err(c),
+            other => return Err(Corrupt::new(format!("a message arrived after CLOSING: {other:?}"))),
+        }
+        let l = &self.shared.ctl().lifecycle;
+        Ok(Discarded {
+            msgs: l.discarded_msgs.load(Ordering::Relaxed).saturating_sub(m0),
+            bytes: l.discarded_bytes.load(Ordering::Relaxed).saturating_sub(b0),
+        })
+    }
+
+    /// The channel's state.
+    pub fn state(&self) -> Result<State, Corrupt> {
+        lifecycle::load(&self.shared.ctl().lifecycle.state)
+    }
+
+    /// Counters, sizes and transition times.
+    pub fn stats(&self) -> Result<Stats, Corrupt> {
+        stats(&self.shared)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.close();
+        self.shared.release_role("receiver");
+    }
+}
+
+/// A message borrowed in place by [`Receiver::recv_ref`]. Its ring space goes back to the
+/// sender when it is dropped.
+pub struct Message<'a> {
+    rx: &'a mut Receiver,
+    next: Next,
+}
+
+impl std::fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message").field("len", &self.len()).finish()
+    }
+}
+
+impl Message<'_> {
+    /// Payload length.
+    pub fn len(&self) -> usize {
+        match self.next {
+            Next::Whole { len, .. } => len,
+            Next::Assembled => self.rx.cons.assembled().len(),
+        }
+    }
+
+    /// True for an empty message.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copy `dst.len()` bytes starting at `offset` out of the message.
+    ///
+    /// # Panics
+    /// If the range is outside the message (as slice indexing would).
+    pub fn read_at(&self, offset: usize, dst: &mut [u8]) {
+        let len = self.len();
+        assert!(
+            offset <= len && dst.len() <= len - offset,
+            "read of {} bytes at {offset} outside a {len}-byte message",
+            dst.len()
+        );
+        match self.next {
+            Next::Whole { off, .. } => self.rx.ring.read_bytes(off + offset, dst),
+            Next::Assembled => dst.copy_from_slice(&self.rx.cons.assembled()[offset..offset + dst.len()]),
+        }
+    }
+
+    /// Copy the whole message into a new vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.len()];
+        self.read_at(0, &mut v);
+        v
+    }
+
+    /// Pointer to the first payload byte, valid until the message is dropped. The bytes may be
+    /// in shared memory: read them through raw pointers, not a long-lived slice.
+    pub fn as_ptr(&self) -> *const u8 {
+        match self.next {
+            Next::Whole { off, len, .. } => self.rx.ring.ptr_at(off, len),
+            Next::Assembled => self.rx.cons.assembled().as_ptr(),
+        }
+    }
+}
+
+impl Drop for Message<'_> {
+    fn drop(&mut self) {
+        if let Next::Whole { len, next, .. } = self.next {
+            self.rx.cons.finish_whole(self.rx.shared.ctl(), &OsPark, next, len);
+        }
+    }
+}
+
+/// Largest message that travels as a single record in a ring of `capacity` bytes.
+pub fn max_single_record(capacity: usize) -> usize {
+    spsc::max_whole(capacity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::SegmentError;
+
+    fn small() -> Config {
+        Config::new().capacity(4096).max_message(1 << 20)
+    }
+
+    #[test]
+    fn roundtrip_sizes_including_larger_than_ring() {
+        let ch = Channel::anonymous(&small()).unwrap();
+        let (mut tx, mut rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
+        let t = std::thread::spawn(move || {
+            for len in [0usize, 1, 7, 8, 9, 1000, 1016, 1017, 4096, 100_000] {
+                let msg: Vec<u8> = (0..len).map(|i| (i * 31 + len) as u8).collect();
+                tx.send(msg).unwrap();
+            }
+        });
+        for len in [0usize, 1, 7, 8, 9, 1000, 1016, 1017, 4096, 100_000] {
+            let got = rx.recv().unwrap();
+            let want: Vec<u8> = (0..len).map(|i| (i * 31 + len) as u8).collect();
+            assert_eq!(got, want, "len {len}");
+        }
+        t.join().unwrap();
+        assert_eq!(rx.recv(), Err(RecvError::Closed));
+        assert_eq!(ch.state().unwrap(), State::Closed);
+        let s = ch.stats().unwrap();
+        assert_eq!((s.sent_msgs, s.recv_msgs), (10, 10));
+    }
+
+    #[test]
+    fn draining_delivers_backlog_then_refuses() {
+        let ch = Channel::anonymous(&small()).unwrap();
+        let (mut tx, mut rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
+        for i in 0..5u8 {
+            tx.send([i]).unwrap();
+        }
+        tx.close();
+        tx.close(); // idempotent
+        match tx.send(b"late".to_vec()) {
+            Err(SendError::Closed(m)) => assert_eq!(m, b"late"),
+            other => panic!("{other:?}"),
+        }
+        for i in 0..5u8 {
+            assert_eq!(rx.recv().unwrap(), [i]);
+        }
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Closed));
+    }
+
+    #[test]
+    fn closing_discards_and_counts() {
+        let ch = Channel::anonymous(&small()).unwrap();
+        let (mut tx, mut rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
+        for _ in 0..3 {
+            tx.send([1u8; 10]).unwrap();
+        }
+        assert_eq!(rx.close().unwrap(), Discarded { msgs: 3, bytes: 30 });
+        assert!(tx.try_send(b"x").unwrap_err().is_closed());
+        assert_eq!(ch.state().unwrap(), State::Closed);
+    }
+
+    #[test]
+    fn full_ring_and_timeouts() {
+        let ch = Channel::anonymous(&small().spin(Duration::ZERO)).unwrap();
+        let (mut tx, mut rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
+        let mut n = 0;
+        while tx.try_send([0u8; 100]).is_ok() {
+            n += 1;
+        }
+        assert!(n > 30 && n < 40, "{n} messages of 108 bytes in 4096");
+        let e = tx.send_timeout([0u8; 100], Duration::from_millis(5)).unwrap_err();
+        assert!(e.is_timeout());
+        assert_eq!(rx.recv().unwrap().len(), 100);
+        tx.send_timeout([0u8; 100], Duration::from_millis(5)).unwrap();
+        for _ in 0..n {
+            rx.recv().unwrap();
+        }
+        assert!(rx.recv_timeout(Duration::from_millis(5)).unwrap_err().is_timeout());
+    }
+
+    #[test]
+    fn zero_copy_forms() {
+        let ch = Channel::anonymous(&small()).unwrap();
+        let (mut tx, mut rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
+        let mut slot = tx.reserve(10).unwrap();
+        slot.write_at(0, b"0123456789");
+        slot.commit_len(4).unwrap();
+        drop(tx.reserve(20).unwrap()); // abandoned: sends nothing
+        assert!(matches!(tx.reserve(2000), Err(SendError::TooLarge(()))));
+        tx.send(b"after").unwrap();
+        {
+            let m = rx.recv_ref().unwrap();
+            assert_eq!(m.to_vec(), b"0123");
+        }
+        assert_eq!(rx.recv().unwrap(), b"after");
+        assert!(rx.try_recv_ref().unwrap_err().is_empty());
+    }
+
+    #[test]
+    fn roles_are_exclusive_and_released() {
+        let ch = Channel::anonymous(&small()).unwrap();
+        let rx = ch.receiver().unwrap();
+        assert!(matches!(ch.receiver(), Err(AttachError::RoleTaken { role: "receiver" })));
+        drop(rx);
+        assert!(ch.receiver().is_ok());
+    }
+
+    #[test]
+    fn too_large_is_handed_back() {
+        let ch = Channel::anonymous(&Config::new().capacity(4096).max_message(10)).unwrap();
+        let mut tx = ch.sender().unwrap();
+        assert_eq!(tx.send(vec![0u8; 11]).unwrap_err().into_inner().len(), 11);
+    }
+
+    #[test]
+    fn named_lifecycle_unlinks_when_closed() {
+        let name = format!("unit-named-{}", std::process::id());
+        let ch = Channel::create(&name, &small()).unwrap();
+        assert!(matches!(Channel::create(&name, &small()), Err(SegmentError::AlreadyExists { .. })));
+        let other = Channel::open(&name, &small()).unwrap();
+        let (tx, mut rx) = (ch.sender().unwrap(), other.receiver().unwrap());
+        drop(tx);
+        assert_eq!(rx.recv(), Err(RecvError::Closed));
+        drop((rx, ch, other));
+        assert!(!crate::segment::shm_path(&name).exists(), "last handle of a CLOSED channel unlinks");
+        assert!(matches!(Channel::open(&name, &small()), Err(SegmentError::NotFound { .. })));
+    }
+
+    #[test]
+    fn bad_config_and_names() {
+        assert!(matches!(Channel::anonymous(&Config::new().capacity(5000)), Err(SegmentError::InvalidConfig(_))));
+        assert!(matches!(Channel::create("a/b", &small()), Err(SegmentError::InvalidName { .. })));
+        assert!(matches!(Channel::create("", &small()), Err(SegmentError::InvalidName { .. })));
+    }
+}

@@ -1,0 +1,5 @@
+//! Ring protocols. One module per flavour; `record` and `memory` are shared by all.
+
+pub mod memory;
+pub mod record;
+pub mod spsc;

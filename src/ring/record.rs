@@ -1,0 +1,85 @@
+//! Records in the ring: an 8-byte header, the payload, padding to 8 bytes.
+//!
+//! ```text
+//! header (u64, little end first):  bits 0..32  payload length
+//!                                  bits 32..40 kind
+//!                                  bits 40..48 TAG (0xA5), catches garbage
+//!                                  bits 48..64 zero
+//! ```
+//!
+//! A message that fits in one record is `WHOLE`. A larger one travels as `FIRST` (payload starts
+//! with the u64 total length), any number of `MIDDLE`, and `LAST`; an aborted large send (deadline
+//! passed half way) ends with `ABORT` and the receiver drops the pieces. `PAD` fills the space up
+//! to the end of the ring when the next record does not fit there; records never wrap.
+
+use crate::error::Corrupt;
+
+/// Alignment of every record (and so of every position).
+pub const ALIGN: usize = 8;
+/// Size of a record header.
+pub const HDR: usize = 8;
+const TAG: u64 = 0xA5;
+
+/// What a record holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Whole = 1,
+    First = 2,
+    Middle = 3,
+    Last = 4,
+    Pad = 5,
+    Abort = 6,
+}
+
+/// The header word of a record.
+#[inline]
+pub fn encode(kind: Kind, len: u32) -> u64 {
+    (len as u64) | ((kind as u64) << 32) | (TAG << 40)
+}
+
+/// Decode and check a header word read from shared memory.
+#[inline]
+pub fn decode(raw: u64) -> Result<(Kind, u32), Corrupt> {
+    if (raw >> 40) != TAG {
+        return Err(Corrupt::new(format!("record header {raw:#018x} has no valid tag")));
+    }
+    let kind = match (raw >> 32) & 0xff {
+        1 => Kind::Whole,
+        2 => Kind::First,
+        3 => Kind::Middle,
+        4 => Kind::Last,
+        5 => Kind::Pad,
+        6 => Kind::Abort,
+        k => return Err(Corrupt::new(format!("record header has unknown kind {k}"))),
+    };
+    Ok((kind, raw as u32))
+}
+
+/// Bytes a record with `len` payload bytes occupies.
+#[inline]
+pub fn size(len: usize) -> usize {
+    HDR + len.next_multiple_of(ALIGN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips_and_rejects_garbage() {
+        for kind in [Kind::Whole, Kind::First, Kind::Middle, Kind::Last, Kind::Pad, Kind::Abort] {
+            for len in [0u32, 1, 7, 8, 4096, u32::MAX] {
+                assert_eq!(decode(encode(kind, len)).unwrap(), (kind, len));
+            }
+        }
+        assert!(decode(0).is_err());
+        assert!(decode(u64::MAX).is_err());
+        assert!(decode(encode(Kind::Whole, 3) ^ (1 << 36)).is_err(), "kind 17");
+        assert!(decode((TAG << 40) | (9 << 32)).is_err(), "unknown kind");
+        assert_eq!(size(0), 8);
+        assert_eq!(size(1), 16);
+        assert_eq!(size(8), 16);
+        assert_eq!(size(9), 24);
+    }
+}

@@ -1,0 +1,139 @@
+//! How blocking calls wait: a short spin, then sleep on a futex word.
+//!
+//! The [`Park`] trait is the seam between the protocols and the OS: production code uses
+//! [`OsPark`] (shared futexes), loom models use a mutex + condvar model with the same
+//! "sleep only while the word still holds the value I read" contract.
+
+use crate::futex::Wake;
+use crate::sync::AtomicU32;
+use std::time::{Duration, Instant};
+
+/// Sleep on / wake a 32-bit word.
+pub(crate) trait Park {
+    /// Sleep while `*word == expected`, until woken or `deadline`. Spurious returns are allowed.
+    fn wait(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Wake;
+    /// Wake every sleeper on `word`.
+    fn wake_all(&self, word: &AtomicU32);
+}
+
+/// The OS futex.
+#[cfg(not(shmq_loom))]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct OsPark;
+
+#[cfg(not(shmq_loom))]
+impl Park for OsPark {
+    #[inline]
+    fn wait(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Wake {
+        crate::futex::wait(word, expected, deadline)
+    }
+    #[inline]
+    fn wake_all(&self, word: &AtomicU32) {
+        crate::futex::wake_all(word);
+    }
+}
+
+/// A loom model of a futex: the value check and the sleep are atomic with respect to wakers,
+/// exactly the guarantee FUTEX_WAIT gives. Timeouts are not modelled (a wait blocks until woken),
+/// so a lost wake-up shows up as a loom deadlock.
+#[cfg(shmq_loom)]
+#[doc(hidden)]
+pub struct LoomPark {
+    lock: loom::sync::Mutex<()>,
+    cond: loom::sync::Condvar,
+}
+
+#[cfg(shmq_loom)]
+impl LoomPark {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        LoomPark { lock: loom::sync::Mutex::new(()), cond: loom::sync::Condvar::new() }
+    }
+}
+
+#[cfg(shmq_loom)]
+impl Park for LoomPark {
+    fn wait(&self, word: &AtomicU32, expected: u32, _deadline: Option<Instant>) -> Wake {
+        let guard = self.lock.lock().unwrap();
+        if word.load(crate::sync::Ordering::SeqCst) != expected {
+            return Wake::Woken;
+        }
+        drop(self.cond.wait(guard).unwrap());
+        Wake::Woken
+    }
+    fn wake_all(&self, _word: &AtomicU32) {
+        let _guard = self.lock.lock().unwrap();
+        self.cond.notify_all();
+    }
+}
+
+/// When a blocking call gives up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Deadline {
+    /// Do not wait at all (`try_*`).
+    Now,
+    /// Wait as long as it takes.
+    Never,
+    /// Wait until this instant.
+    At(Instant),
+}
+
+impl Deadline {
+    pub(crate) fn after(timeout: Duration) -> Deadline {
+        match Instant::now().checked_add(timeout) {
+            Some(t) => Deadline::At(t),
+            None => Deadline::Never,
+        }
+    }
+
+    pub(crate) fn passed(self) -> bool {
+        match self {
+            Deadline::Now => true,
+            Deadline::Never => false,
+            Deadline::At(t) => Instant::now() >= t,
+        }
+    }
+
+    pub(crate) fn instant(self) -> Option<Instant> {
+        match self {
+            Deadline::At(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// The spin phase of a blocking call: a few busy iterations, then `sched_yield` until the budget
+/// is used. Spinning keeps a round trip in the fast path when the peer runs on another CPU
+/// (waking a sleeping process there costs ~35 µs on this VM); yielding lets a peer pinned to the
+/// *same* CPU run. Once the budget is spent, the caller sleeps and burns no CPU.
+pub(crate) struct Spinner {
+    budget: Duration,
+    start: Option<Instant>,
+    rounds: u32,
+}
+
+impl Spinner {
+    pub(crate) fn new(budget: Duration) -> Spinner {
+        Spinner { budget, start: None, rounds: 0 }
+    }
+
+    /// Spin once more; false when the budget is spent and the caller should sleep.
+    pub(crate) fn spin(&mut self, deadline: Deadline) -> bool {
+        if self.budget.is_zero() || deadline == Deadline::Now {
+            return false;
+        }
+        self.rounds += 1;
+        if self.rounds <= 10 {
+            for _ in 0..(1u32 << self.rounds.min(4)) {
+                crate::sync::spin_hint();
+            }
+            return true;
+        }
+        let start = *self.start.get_or_insert_with(Instant::now);
+        if start.elapsed() >= self.budget || deadline.passed() {
+            return false;
+        }
+        crate::sync::yield_now();
+        true
+    }
+}
