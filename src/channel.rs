@@ -966,7 +966,9 @@ mod tests {
         let mut slot = tx.reserve(10).unwrap();
         slot.write_at(0, b"0123456789");
         slot.commit_len(4).unwrap();
-        drop(tx.reserve(20).unwrap()); // abandoned: sends nothing
+        {
+            let _abandoned = tx.reserve(20).unwrap(); // dropped uncommitted: sends nothing
+        }
         assert!(matches!(tx.reserve(2000), Err(SendError::TooLarge(()))));
         tx.send(b"after").unwrap();
         {
