@@ -1015,4 +1015,31 @@ mod tests {
         assert!(matches!(Channel::create("a/b", &small()), Err(SegmentError::InvalidName { .. })));
         assert!(matches!(Channel::create("", &small()), Err(SegmentError::InvalidName { .. })));
     }
+
+    #[test]
+    fn refused_fragmented_send_is_not_counted_as_discarded() {
+        // Found by fuzzing: the pieces of a send that timed out half way were added to
+        // discarded_bytes although the message was handed back.
+        let ch = Channel::anonymous(&Config::new().capacity(4096).max_message(65536)).unwrap();
+        let (mut tx, mut rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
+        let e = tx.send_timeout(vec![0x65u8; 15743], Duration::ZERO).unwrap_err();
+        assert!(e.is_timeout());
+        tx.send([1u8; 5]).unwrap();
+        assert_eq!(rx.close().unwrap(), Discarded { msgs: 1, bytes: 5 });
+    }
+
+    #[test]
+    fn counters_near_overflow_do_not_panic() {
+        // Found by fuzzing: a peer may leave any value in the shared counters.
+        let ch = Channel::anonymous(&small()).unwrap();
+        let (mut tx, mut rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
+        let ctl = ch.shared.ctl();
+        for w in [&ctl.producer.sent_msgs, &ctl.producer.sent_bytes, &ctl.consumer.recv_msgs, &ctl.consumer.recv_bytes]
+        {
+            w.store(u64::MAX, Ordering::Relaxed);
+        }
+        tx.send(b"x").unwrap();
+        assert_eq!(rx.recv().unwrap(), b"x");
+        assert_eq!(ch.stats().unwrap().sent_msgs, 0, "wrapped");
+    }
 }

@@ -72,27 +72,35 @@ impl std::fmt::Display for State {
 /// Read the lifecycle word.
 // SYNC(state): Acquire; pairs with the AcqRel CAS in `advance`, so whoever sees a state also
 // sees the counters and timestamps written before it.
-pub(crate) fn load(word: &AtomicU32) -> Result<State, Corrupt> {
+pub fn load(word: &AtomicU32) -> Result<State, Corrupt> {
     State::from_raw(word.load(Ordering::Acquire))
 }
 
 /// Raise the state to at least `to`. Returns the state found before, or `Corrupt` for an
 /// unknown value (the word is then left alone).
-pub(crate) fn advance(ctl: &RingCtl, to: State) -> Result<State, Corrupt> {
+pub fn advance(ctl: &RingCtl, to: State) -> Result<State, Corrupt> {
     let word = &ctl.lifecycle.state;
-    let mut cur = word.load(Ordering::Acquire);
+    // Start from a guess and let the CAS read the word (its failure ordering is Acquire, like a
+    // load): a close costs at most one extra failed CAS, and a model checker sees one atomic
+    // access per attempt. (loom 0.7 never reorders a CAS before another thread's earlier load
+    // when the CAS's own thread loaded the word just before it, tokio-rs/loom#392; with a plain
+    // load here, the models never let a close finish before a peer's first look at the state.)
+    // `cur` is always ACTIVE or a validated state below `to`, so the CAS only ever raises it.
+    let mut cur = State::Active as u32;
     loop {
-        let found = State::from_raw(cur)?;
-        if found >= to {
-            return Ok(found);
-        }
-        // SYNC(state): AcqRel; pairs with `load`.
+        // SYNC(state): AcqRel on success, Acquire on failure; pairs with `load`.
         match word.compare_exchange_weak(cur, to as u32, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
                 stamp(ctl, to);
-                return Ok(found);
+                return State::from_raw(cur);
             }
-            Err(actual) => cur = actual,
+            Err(actual) => {
+                let found = State::from_raw(actual)?;
+                if found >= to {
+                    return Ok(found);
+                }
+                cur = actual;
+            }
         }
     }
 }
@@ -114,7 +122,7 @@ fn stamp(ctl: &RingCtl, to: State) {
 /// Each step is idempotent and the whole is safe to repeat or to run concurrently from many
 /// places; a later observer that finds the state raised but the bit missing (a closer died in
 /// between) repeats it (`ensure_closed_bit`).
-pub(crate) fn close_channel<P: Park>(ctl: &RingCtl, park: &P, to: State) -> Result<State, Corrupt> {
+pub fn close_channel<P: Park>(ctl: &RingCtl, park: &P, to: State) -> Result<State, Corrupt> {
     debug_assert!(to == State::Draining || to == State::Closing);
     let before = advance(ctl, to)?;
     // SYNC(closed-bit): AcqRel RMW on the tail word. A producer commits with a CAS on the same

@@ -9,7 +9,7 @@ use crate::sync::AtomicU32;
 use std::time::{Duration, Instant};
 
 /// Sleep on / wake a 32-bit word.
-pub(crate) trait Park {
+pub trait Park {
     /// Sleep while `*word == expected`, until woken or `deadline`. Spurious returns are allowed.
     fn wait(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Wake;
     /// Wake every sleeper on `word`.
@@ -36,10 +36,16 @@ impl Park for OsPark {
 /// A loom model of a futex: the value check and the sleep are atomic with respect to wakers,
 /// exactly the guarantee FUTEX_WAIT gives. Timeouts are not modelled (a wait blocks until woken),
 /// so a lost wake-up shows up as a loom deadlock.
+///
+/// Wakes are per word, as with a real futex: a `wake_all` on `rx_seq` does not release a sleeper
+/// on `tx_seq`. (One shared condvar would wake every sleeper on every wake and so hide a missing
+/// wake on the other word.) Each word has a wake generation; a sleeper returns only once the
+/// generation of *its* word has moved.
 #[cfg(shmq_loom)]
 #[doc(hidden)]
 pub struct LoomPark {
-    lock: loom::sync::Mutex<()>,
+    /// (address of a word, number of `wake_all` calls on it so far).
+    wakes: loom::sync::Mutex<Vec<(usize, u64)>>,
     cond: loom::sync::Condvar,
 }
 
@@ -47,29 +53,42 @@ pub struct LoomPark {
 impl LoomPark {
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        LoomPark { lock: loom::sync::Mutex::new(()), cond: loom::sync::Condvar::new() }
+        LoomPark { wakes: loom::sync::Mutex::new(Vec::new()), cond: loom::sync::Condvar::new() }
+    }
+
+    fn generation(wakes: &[(usize, u64)], key: usize) -> u64 {
+        wakes.iter().find(|(k, _)| *k == key).map_or(0, |(_, g)| *g)
     }
 }
 
 #[cfg(shmq_loom)]
 impl Park for LoomPark {
     fn wait(&self, word: &AtomicU32, expected: u32, _deadline: Option<Instant>) -> Wake {
-        let guard = self.lock.lock().unwrap();
+        let key = word as *const AtomicU32 as usize;
+        let mut wakes = self.wakes.lock().unwrap();
         if word.load(crate::sync::Ordering::SeqCst) != expected {
             return Wake::Woken;
         }
-        drop(self.cond.wait(guard).unwrap());
+        let seen = Self::generation(&wakes, key);
+        while Self::generation(&wakes, key) == seen {
+            wakes = self.cond.wait(wakes).unwrap();
+        }
         Wake::Woken
     }
-    fn wake_all(&self, _word: &AtomicU32) {
-        let _guard = self.lock.lock().unwrap();
+    fn wake_all(&self, word: &AtomicU32) {
+        let key = word as *const AtomicU32 as usize;
+        let mut wakes = self.wakes.lock().unwrap();
+        match wakes.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => *g += 1,
+            None => wakes.push((key, 1)),
+        }
         self.cond.notify_all();
     }
 }
 
 /// When a blocking call gives up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Deadline {
+pub enum Deadline {
     /// Do not wait at all (`try_*`).
     Now,
     /// Wait as long as it takes.

@@ -16,7 +16,7 @@ compile_error!(
 
 /// How a wait ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Wake {
+pub enum Wake {
     /// Woken, or the word no longer held the expected value, or a spurious return: re-check.
     Woken,
     /// The deadline passed.

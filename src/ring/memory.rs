@@ -7,7 +7,7 @@
 /// The data area of a ring. Offsets are relative to its start; every access stays inside
 /// `[0, capacity)` (checked: a violation is a shmq bug, not bad input, since every offset is
 /// derived from validated positions).
-pub(crate) trait RingMemory {
+pub trait RingMemory {
     /// Copy `src` to `off..off + src.len()`.
     fn write_bytes(&self, off: usize, src: &[u8]);
     /// Copy `off..off + dst.len()` to `dst`.
@@ -90,6 +90,13 @@ impl RingMemory for RawRing {
 pub struct LoomRing {
     cells: Vec<loom::cell::UnsafeCell<u8>>,
 }
+
+// SAFETY: like the shared mapping it stands for, a `LoomRing` is accessed from several threads
+// at once, each owning a disjoint byte range by the ring protocol. Every access goes through a
+// loom cell, so loom reports any pair of accesses the protocol fails to order: that check is
+// the point of the model.
+#[cfg(shmq_loom)]
+unsafe impl Sync for LoomRing {}
 
 #[cfg(shmq_loom)]
 impl LoomRing {

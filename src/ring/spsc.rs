@@ -105,6 +105,11 @@ pub struct Producer {
 impl Producer {
     /// Take the producer side of a ring, checking the positions found there.
     pub fn attach(ctl: &RingCtl, cap: usize, spin: Duration) -> Result<Producer, Corrupt> {
+        // Segments never hold less than 4096 bytes; the loom models use rings down to 64 bytes.
+        // Below 32, `max_whole` would underflow.
+        if !cap.is_power_of_two() || cap < 4 * HDR {
+            return Err(Corrupt::new(format!("ring capacity {cap} is not a power of two of at least {}", 4 * HDR)));
+        }
         // SYNC(tail-commit), SYNC(head-release): Acquire, so a producer that re-attaches sees the
         // ring as the previous holders left it.
         let tail = ctl.producer.tail.load(Ordering::Acquire) & POS_MASK;
@@ -275,10 +280,11 @@ impl Producer {
     }
 
     fn count(&self, ctl: &RingCtl, bytes: usize) {
-        // Producer-owned counters: plain load + store, no RMW needed.
+        // Producer-owned counters: plain load + store, no RMW needed. Wrapping: the words are in
+        // shared memory, so a peer may have left any value there (found by fuzzing).
         let p = &ctl.producer;
-        p.sent_msgs.store(p.sent_msgs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        p.sent_bytes.store(p.sent_bytes.load(Ordering::Relaxed) + bytes as u64, Ordering::Relaxed);
+        p.sent_msgs.store(p.sent_msgs.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        p.sent_bytes.store(p.sent_bytes.load(Ordering::Relaxed).wrapping_add(bytes as u64), Ordering::Relaxed);
     }
 
     /// Send one message of any length, waiting for room until `deadline`.
@@ -307,6 +313,11 @@ impl Producer {
         }
         // Fragmented: FIRST carries the total length. Every record but the LAST keeps 8 bytes
         // free behind it, so an ABORT record always fits if the deadline passes half way.
+        if self.max_whole <= 8 {
+            // A FIRST record would carry its length prefix and no payload: no progress, ever.
+            // Only reachable with rings under 128 bytes (loom models), never with a segment.
+            return Err(Corrupt::new(format!("a {}-byte ring is too small to fragment messages", self.cap)).into());
+        }
         let mut sent = 0usize;
         while sent < msg.len() {
             let first = sent == 0;
@@ -509,10 +520,10 @@ impl Consumer {
     }
 
     fn count(&self, ctl: &RingCtl, bytes: usize) {
-        // Consumer-owned counters: plain load + store.
+        // Consumer-owned counters: plain load + store, wrapping (any value may be found there).
         let c = &ctl.consumer;
-        c.recv_msgs.store(c.recv_msgs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        c.recv_bytes.store(c.recv_bytes.load(Ordering::Relaxed) + bytes as u64, Ordering::Relaxed);
+        c.recv_msgs.store(c.recv_msgs.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        c.recv_bytes.store(c.recv_bytes.load(Ordering::Relaxed).wrapping_add(bytes as u64), Ordering::Relaxed);
     }
 
     /// Done with a `Next::Whole` message.
@@ -553,6 +564,9 @@ impl Consumer {
                     if self.partial.is_some() {
                         return Err(Corrupt::new("a whole message began inside a fragmented one").into());
                     }
+                    if len as u64 > self.max_message {
+                        return Err(Corrupt::new(format!("a {len}-byte record exceeds max_message")).into());
+                    }
                     return Ok(Next::Whole { off, len, next });
                 }
                 Peeked::Record { kind: Kind::First, off, len, next } => {
@@ -565,7 +579,8 @@ impl Consumer {
                     }
                     self.partial = Some(total);
                     self.assembly.clear();
-                    self.assembly.reserve(total as usize);
+                    // Grow with the data rather than trusting a (possibly hostile) announced size.
+                    self.assembly.reserve((total as usize).min(16 << 20));
                     self.append(mem, off + 8, len - 8)?;
                     self.release(ctl, park, next);
                 }
@@ -653,22 +668,30 @@ impl Consumer {
     ) -> Result<(), Corrupt> {
         lifecycle::ensure_closed_bit(ctl, state); // the tail is final from here on
         let (mut msgs, mut bytes) = (0u64, 0u64);
+        // Pieces of a fragmented message count only once its LAST piece shows it was accepted;
+        // the pieces of a refused send (ended by ABORT or by the close) were handed back.
+        let mut pending = if self.partial.is_some() { self.assembly.len() as u64 } else { 0 };
         while let Peeked::Record { kind, len, next, .. } = self.peek(ctl, mem, park)? {
             match kind {
-                Kind::Whole | Kind::Last => msgs += 1,
-                _ => {}
+                Kind::Whole => {
+                    msgs += 1;
+                    bytes = bytes.wrapping_add(len as u64);
+                }
+                Kind::First => pending = len.saturating_sub(8) as u64, // minus the length prefix
+                Kind::Middle => pending = pending.wrapping_add(len as u64),
+                Kind::Last => {
+                    msgs += 1;
+                    bytes = bytes.wrapping_add(pending).wrapping_add(len as u64);
+                    pending = 0;
+                }
+                Kind::Abort | Kind::Pad => pending = 0,
             }
-            bytes += match kind {
-                Kind::First => len.saturating_sub(8) as u64, // minus the total-length prefix
-                Kind::Abort => 0,
-                _ => len as u64,
-            };
             self.head = next;
         }
         self.partial = None;
         self.assembly.clear();
         self.release(ctl, park, self.head);
-        if msgs + bytes > 0 {
+        if msgs != 0 || bytes != 0 {
             ctl.lifecycle.discarded_msgs.fetch_add(msgs, Ordering::Relaxed);
             ctl.lifecycle.discarded_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
