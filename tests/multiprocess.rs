@@ -17,6 +17,7 @@
 //! waiting flag is set in the segment and all its threads are in state S). As a cross-check, the
 //! transition timestamp shmq itself records (`Stats::closing_ns` / `draining_ns`, also
 //! CLOCK_MONOTONIC) must fall between the closer's readings before and after the call.
+#![cfg(not(shmq_loom))] // these drive the public API, which loom builds do not have
 
 mod common;
 
