@@ -666,9 +666,7 @@ impl Receiver {
     fn take_into(&mut self, deadline: Deadline, buf: &mut Vec<u8>) -> Result<usize, PopError> {
         match self.next(deadline)? {
             Next::Whole { off, len, next } => {
-                buf.clear();
-                buf.resize(len, 0);
-                self.ring.read_bytes(off, buf);
+                self.ring.read_to_vec(off, len, buf);
                 self.cons.finish_whole(self.shared.ctl(), &OsPark, next, len);
                 Ok(len)
             }
@@ -701,8 +699,13 @@ impl Receiver {
     /// Receive a message if one is ready.
     pub fn try_recv(&mut self) -> Result<Vec<u8>, TryRecvError> {
         let mut buf = Vec::new();
-        match self.take_into(Deadline::Now, &mut buf) {
-            Ok(_) => Ok(buf),
+        self.try_recv_into(&mut buf).map(|_| buf)
+    }
+
+    /// Receive into `buf` (cleared first; its allocation is reused) if a message is ready.
+    pub fn try_recv_into(&mut self, buf: &mut Vec<u8>) -> Result<usize, TryRecvError> {
+        match self.take_into(Deadline::Now, buf) {
+            Ok(n) => Ok(n),
             Err(PopError::Empty) => Err(TryRecvError::Empty),
             Err(PopError::Closed) => Err(TryRecvError::Closed),
             Err(PopError::Corrupt(c)) => Err(TryRecvError::Corrupt(c)),

@@ -54,6 +54,23 @@ impl RawRing {
     }
 }
 
+impl RawRing {
+    /// Replace `buf`'s contents with `off..off + len` of the ring, without zero-filling first.
+    pub(crate) fn read_to_vec(&self, off: usize, len: usize, buf: &mut Vec<u8>) {
+        let src = self.ptr_at(off, len);
+        buf.clear();
+        buf.reserve(len);
+        // SAFETY: `src..src + len` is in bounds (ptr_at checks) and is a committed range the
+        // consumer owns until it releases it; `buf` has capacity for `len` bytes after `reserve`
+        // and cannot overlap the mapping; the copy initialises exactly the `len` bytes that
+        // `set_len` then exposes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), len);
+            buf.set_len(len);
+        }
+    }
+}
+
 impl RingMemory for RawRing {
     #[inline]
     fn write_bytes(&self, off: usize, src: &[u8]) {

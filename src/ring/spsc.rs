@@ -463,6 +463,9 @@ impl Consumer {
 
     fn observe_tail(&mut self, raw: u64) -> Result<u64, Corrupt> {
         let tail = raw & POS_MASK;
+        if tail == self.cached_tail {
+            return Ok(raw); // unchanged, and (head, cached_tail) was validated already
+        }
         if tail < self.cached_tail {
             return Err(Corrupt::new(format!("tail moved backwards from {} to {tail}", self.cached_tail)));
         }
