@@ -876,6 +876,16 @@ impl Drop for Message<'_> {
     }
 }
 
+// Handles can move to another thread (a compile error otherwise); `Channel` can also be shared.
+const _: () = {
+    const fn send<T: Send>() {}
+    const fn sync<T: Sync>() {}
+    send::<Sender>();
+    send::<Receiver>();
+    send::<Channel>();
+    sync::<Channel>();
+};
+
 /// Largest message that travels as a single record in a ring of `capacity` bytes.
 pub fn max_single_record(capacity: usize) -> usize {
     spsc::max_whole(capacity)
