@@ -24,7 +24,7 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -
         };
         // SAFETY: `word` is a live, 4-byte aligned AtomicU32 (in a shared mapping or on the
         // heap) for the duration of the call; the kernel only reads it. `ts_ptr` is null or
-        // points to `ts`, which outlives the call. FUTEX_WAIT without FUTEX_PRIVATE_FLAG keys the
+        // points to `ts`, which outlives the call. FUTEX_WAIT without the private-futex flag keys the
         // wait on the physical page, so a wake from another process reaches us.
         let rc = unsafe {
             libc::syscall(

@@ -1,7 +1,7 @@
 //! Cross-process wait/wake on a 32-bit word in shared memory, one small module per OS.
 //!
-//! Only the *shared* futex operations are used: a private futex (FUTEX_PRIVATE_FLAG, as used by
-//! `atomic-wait` and `parking_lot_core`) is keyed by the process's own address space and never
+//! Only the *shared* futex operations are used: a private futex (the flag that `atomic-wait`
+//! and `parking_lot_core` always set) is keyed by the process's own address space and never
 //! wakes a waiter in another process.
 
 #[cfg(target_os = "linux")]
