@@ -41,17 +41,7 @@ fn fifo_wraparound_whole_records() {
         advance_positions(&ch, &mut p, &mut c, &[8, 8, 0]); // head = tail = 40
         let sent: Vec<Vec<u8>> = WRAP_LENS.iter().enumerate().map(|(i, &n)| msg(i as u8 + 1, n)).collect();
 
-        let tx = {
-            let (ch, sent) = (ch.clone(), sent.clone());
-            thread::spawn(move || {
-                for m in &sent {
-                    ch.send(&mut p, m).expect("send on an open channel");
-                }
-            })
-        };
-        common::let_spawned_run_first(spawned_first);
-        let got: Vec<Vec<u8>> = (0..sent.len()).map(|_| ch.recv(&mut c).expect("recv on an open channel")).collect();
-        tx.join().unwrap();
+        let got = common::stream(&ch, p, &mut c, sent.clone(), sent.len(), spawned_first);
 
         assert_eq!(got, sent);
         rec.record(&ch);
@@ -79,17 +69,7 @@ fn fifo_fragmented_message() {
         advance_positions(&ch, &mut p, &mut c, &[24, 24, 24, 0]); // head = tail = 104
         let sent = vec![msg(1, 3), msg(2, 50), msg(3, 9)];
 
-        let tx = {
-            let (ch, sent) = (ch.clone(), sent.clone());
-            thread::spawn(move || {
-                for m in &sent {
-                    ch.send(&mut p, m).expect("send on an open channel");
-                }
-            })
-        };
-        common::let_spawned_run_first(spawned_first);
-        let got: Vec<Vec<u8>> = (0..sent.len()).map(|_| ch.recv(&mut c).expect("recv on an open channel")).collect();
-        tx.join().unwrap();
+        let got = common::stream(&ch, p, &mut c, sent.clone(), sent.len(), spawned_first);
 
         assert_eq!(got, sent);
         rec.record(&ch);
@@ -113,20 +93,10 @@ fn fragmented_message_larger_than_ring() {
     let rec = cov.clone();
     common::model(move |spawned_first| {
         let ch = Chan::new(128);
-        let (mut p, mut c) = (ch.producer(), ch.consumer());
+        let (p, mut c) = (ch.producer(), ch.consumer());
         let sent = vec![msg(7, 136)];
 
-        let tx = {
-            let (ch, sent) = (ch.clone(), sent.clone());
-            thread::spawn(move || {
-                for m in &sent {
-                    ch.send(&mut p, m).expect("send on an open channel");
-                }
-            })
-        };
-        common::let_spawned_run_first(spawned_first);
-        let got: Vec<Vec<u8>> = (0..sent.len()).map(|_| ch.recv(&mut c).expect("recv on an open channel")).collect();
-        tx.join().unwrap();
+        let got = common::stream(&ch, p, &mut c, sent.clone(), sent.len(), spawned_first);
 
         assert_eq!(got, sent);
         rec.record(&ch);
@@ -183,17 +153,7 @@ fn no_lost_wakeup_blocked_sender() {
         }
         let more = vec![msg(1, 8), msg(2, 7)];
 
-        let tx = {
-            let (ch, more) = (ch.clone(), more.clone());
-            thread::spawn(move || {
-                for m in &more {
-                    ch.send(&mut p, m).expect("send on an open channel");
-                }
-            })
-        };
-        common::let_spawned_run_first(spawned_first);
-        let got: Vec<Vec<u8>> = (0..6).map(|_| ch.recv(&mut c).expect("recv on an open channel")).collect();
-        tx.join().unwrap();
+        let got = common::stream(&ch, p, &mut c, more.clone(), 6, spawned_first);
 
         let expected: Vec<Vec<u8>> = prefill.into_iter().chain(more).collect();
         assert_eq!(got, expected);

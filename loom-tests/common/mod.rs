@@ -173,3 +173,27 @@ impl WakeCoverage {
         }
     }
 }
+
+/// A spawned producer thread sends `msgs` (each must be accepted) while the calling thread
+/// receives `n` messages; returns what was received, after joining the producer.
+pub fn stream(
+    ch: &Arc<Chan>,
+    mut p: Producer,
+    c: &mut Consumer,
+    msgs: Vec<Vec<u8>>,
+    n: usize,
+    spawned_first: bool,
+) -> Vec<Vec<u8>> {
+    let tx = {
+        let ch = ch.clone();
+        loom::thread::spawn(move || {
+            for m in &msgs {
+                ch.send(&mut p, m).expect("send on an open channel");
+            }
+        })
+    };
+    let_spawned_run_first(spawned_first);
+    let got = (0..n).map(|_| ch.recv(c).expect("recv on an open channel")).collect();
+    tx.join().unwrap();
+    got
+}
