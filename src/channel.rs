@@ -2,18 +2,17 @@
 //! a different process.
 
 use crate::error::{
-    AttachError, Corrupt, RecvError, RecvTimeoutError, SegmentError, SendError, SendTimeoutError, TryRecvError,
+    AttachError, Corrupt, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError,
 };
-use crate::layout::RingCtl;
 use crate::lifecycle::{self, State};
 use crate::ring::memory::{RawRing, RingMemory};
 use crate::ring::record::HDR;
 use crate::ring::spsc::{self, Consumer, Next, Placement, PopError, Producer, PushError};
-use crate::segment::{Geometry, Segment};
-use crate::sync::{AtomicU32, Ordering};
+use crate::segment::Geometry;
+use crate::shared::{Role, Shared};
+use crate::sync::Ordering;
 use crate::wait::{Deadline, OsPark};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +28,7 @@ pub struct Config {
     max_message: u64,
     spin: Duration,
     open_timeout: Duration,
+    cell_size: usize,
 }
 
 impl Default for Config {
@@ -36,6 +36,7 @@ impl Default for Config {
         Config {
             capacity: 1 << 20,
             max_message: 64 << 20,
+            cell_size: 128,
             spin: Duration::from_micros(20),
             open_timeout: Duration::from_secs(1),
         }
@@ -81,70 +82,34 @@ impl Config {
         self.capacity
     }
 
-    fn geometry(&self) -> Geometry {
-        Geometry { capacity: self.capacity, max_message: self.max_message }
-    }
-}
-
-/// What every handle of one channel in this process shares: the mapping.
-struct Shared {
-    seg: Segment,
-    spin: Duration,
-}
-
-impl Shared {
-    fn new(seg: Segment, spin: Duration) -> Arc<Shared> {
-        // Count this process's handle in the segment (the last one out of a CLOSED channel
-        // removes its name).
-        seg.ctl().lifecycle.handles.fetch_add(1, Ordering::AcqRel);
-        Arc::new(Shared { seg, spin })
+    /// MPMC channels only: the ring is cut into cells of this many bytes (a power of two, 16 to
+    /// 1 MiB, at most half the capacity; default 128). A message takes `ceil((len + 8) / cell)`
+    /// consecutive cells, so the cell should hold the typical message plus its 8-byte header.
+    ///
+    /// ```
+    /// let cfg = shmq::Config::new().capacity(1 << 16).cell_size(256);
+    /// assert_eq!(cfg.get_cell_size(), 256);
+    /// ```
+    pub fn cell_size(mut self, bytes: usize) -> Config {
+        self.cell_size = bytes;
+        self
     }
 
-    fn ctl(&self) -> &RingCtl {
-        self.seg.ctl()
+    /// The configured MPMC cell size.
+    pub fn get_cell_size(&self) -> usize {
+        self.cell_size
     }
 
-    fn take_role(&self, role: &'static str) -> Result<(), AttachError> {
-        let word = self.role_word(role);
-        // SYNC(role): AcqRel CAS; pairs with the Release decrement in `release_role`, so a new
-        // holder sees everything the previous one did.
-        word.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
-            .map(|_| ())
-            .map_err(|_| AttachError::RoleTaken { role })
+    pub(crate) fn geometry(&self, flavor: u32) -> Geometry {
+        Geometry { capacity: self.capacity, max_message: self.max_message, flavor, cell_size: self.cell_size }
     }
 
-    fn release_role(&self, role: &'static str) {
-        // SYNC(role): Release; see `take_role`. A corrupt count is left alone rather than wrapped.
-        let _ = self.role_word(role).fetch_update(Ordering::Release, Ordering::Relaxed, |n| n.checked_sub(1));
+    pub(crate) fn spin_budget(&self) -> Duration {
+        self.spin
     }
 
-    fn role_word(&self, role: &'static str) -> &AtomicU32 {
-        let l = &self.ctl().lifecycle;
-        if role == "sender" { &l.senders } else { &l.receivers }
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        let ctl = self.seg.ctl();
-        let prev = ctl.lifecycle.handles.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-        let last = prev == Ok(1);
-        if last && lifecycle::load(&ctl.lifecycle.state) == Ok(State::Closed) {
-            if let Some(name) = self.seg.name() {
-                // Only remove the name if it still refers to *our* segment.
-                let _ = unlink_if_same(name, self.seg.file());
-            }
-        }
-    }
-}
-
-fn unlink_if_same(name: &str, ours: &std::fs::File) -> Result<(), SegmentError> {
-    use std::os::unix::fs::MetadataExt;
-    let mine = ours.metadata().map_err(|source| SegmentError::Io { op: "fstat", source })?;
-    let theirs = std::fs::metadata(crate::segment::shm_path(name));
-    match theirs {
-        Ok(m) if m.ino() == mine.ino() && m.dev() == mine.dev() => crate::segment::unlink(name),
-        _ => Ok(()),
+    pub(crate) fn open_timeout_value(&self) -> Duration {
+        self.open_timeout
     }
 }
 
@@ -182,6 +147,10 @@ pub struct Stats {
     pub max_message: u64,
     /// Process that created the segment.
     pub creator_pid: u32,
+    /// Sender attachments recorded in the segment (each `sender()` call is one; clones share it).
+    pub senders: u32,
+    /// Receiver attachments recorded in the segment.
+    pub receivers: u32,
 }
 
 /// A channel segment opened (or created) by this process. Take the [`Sender`] and/or
@@ -202,104 +171,21 @@ pub struct Channel {
     shared: Arc<Shared>,
 }
 
-impl std::fmt::Debug for Channel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Channel")
-            .field("name", &self.shared.seg.name())
-            .field("capacity", &self.shared.seg.capacity())
-            .field("state", &self.state())
-            .finish()
-    }
-}
+
+crate::shared::channel_methods!(Channel, "shmq::Channel", crate::layout::FLAVOR_SPSC);
 
 impl Channel {
-    /// Create a named channel (`/dev/shm/shmq.NAME`, mode 0600). Fails with `AlreadyExists` if
-    /// the name is taken: shmq never replaces a segment.
-    ///
-    /// ```
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let name = format!("doc-create-{}", std::process::id());
-    /// let ch = shmq::Channel::create(&name, &shmq::Config::new())?;
-    /// let other = shmq::Channel::open(&name, &shmq::Config::new())?; // e.g. in another process
-    /// assert_eq!(other.state()?, shmq::State::Active);
-    /// ch.unlink()?;
-    /// # Ok(()) }
-    /// ```
-    pub fn create(name: &str, cfg: &Config) -> Result<Channel, SegmentError> {
-        let seg = Segment::create(name, cfg.geometry())?;
-        Ok(Channel { shared: Shared::new(seg, cfg.spin) })
-    }
-
-    /// Open an existing named channel, waiting up to `cfg`'s open timeout for its creator to
-    /// finish initialising it. Only the spin budget and the open timeout of `cfg` are used; the
-    /// sizes come from the segment.
-    pub fn open(name: &str, cfg: &Config) -> Result<Channel, SegmentError> {
-        let seg = Segment::open(name, cfg.open_timeout)?;
-        Ok(Channel { shared: Shared::new(seg, cfg.spin) })
-    }
-
-    /// Create a channel with no name (a sealed memfd). Share it with a child process through
-    /// [`inheritable_fd`](Channel::inheritable_fd) and [`from_fd`](Channel::from_fd).
-    ///
-    /// ```
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let ch = shmq::Channel::anonymous(&shmq::Config::new())?;
-    /// assert!(ch.name().is_none());
-    /// # Ok(()) }
-    /// ```
-    pub fn anonymous(cfg: &Config) -> Result<Channel, SegmentError> {
-        let seg = Segment::create_anonymous(cfg.geometry())?;
-        Ok(Channel { shared: Shared::new(seg, cfg.spin) })
-    }
-
-    /// Open a channel from a file descriptor, typically one a parent passed down.
-    ///
-    /// ```
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let ch = shmq::Channel::anonymous(&shmq::Config::new())?;
-    /// let fd = ch.inheritable_fd()?; // pass fd.as_raw_fd() to a child, e.g. in an env var
-    /// let same = shmq::Channel::from_fd(fd, &shmq::Config::new())?;
-    /// assert_eq!(same.stats()?.capacity, ch.stats()?.capacity);
-    /// # Ok(()) }
-    /// ```
-    pub fn from_fd(fd: OwnedFd, cfg: &Config) -> Result<Channel, SegmentError> {
-        let seg = Segment::from_fd(fd, cfg.open_timeout)?;
-        Ok(Channel { shared: Shared::new(seg, cfg.spin) })
-    }
-
-    /// A duplicate of the segment's descriptor *without* close-on-exec, so that a child started
-    /// with `std::process::Command` inherits it under the same number. Drop it in the parent
-    /// once the child is spawned.
-    pub fn inheritable_fd(&self) -> std::io::Result<OwnedFd> {
-        let fd = self.shared.seg.file().as_fd().try_clone_to_owned()?;
-        // SAFETY: `fd` is a valid open descriptor we own; F_SETFD only changes its flags.
-        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(fd)
-    }
-
-    /// The segment's descriptor (close-on-exec), e.g. to send over a Unix socket.
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.shared.seg.file().as_fd()
-    }
-
-    /// The name the channel was created or opened with (`None` for anonymous channels).
-    pub fn name(&self) -> Option<&str> {
-        self.shared.seg.name()
-    }
-
     /// Take the sender role. Fails with `RoleTaken` while another handle (in any process) holds it.
     pub fn sender(&self) -> Result<Sender, AttachError> {
         let shared = self.shared.clone();
-        shared.take_role("sender")?;
+        shared.attach(Role::Sender, true)?;
         match Producer::attach(shared.ctl(), shared.seg.capacity(), shared.spin) {
             Ok(prod) => {
                 let ring = shared.seg.ring();
                 Ok(Sender { shared, prod, ring, max_message: self.shared.seg.max_message() })
             }
             Err(c) => {
-                shared.release_role("sender");
+                shared.detach_quietly(Role::Sender);
                 Err(c.into())
             }
         }
@@ -308,7 +194,7 @@ impl Channel {
     /// Take the receiver role. Fails with `RoleTaken` while another handle holds it.
     pub fn receiver(&self) -> Result<Receiver, AttachError> {
         let shared = self.shared.clone();
-        shared.take_role("receiver")?;
+        shared.attach(Role::Receiver, true)?;
         let seg = &shared.seg;
         match Consumer::attach(shared.ctl(), seg.capacity(), seg.max_message(), shared.spin) {
             Ok(cons) => {
@@ -316,65 +202,11 @@ impl Channel {
                 Ok(Receiver { shared, cons, ring })
             }
             Err(c) => {
-                shared.release_role("receiver");
+                shared.detach_quietly(Role::Receiver);
                 Err(c.into())
             }
         }
     }
-
-    /// Sender-side close: DRAINING. Sends are refused from now on; the receiver still gets
-    /// everything committed before, then end-of-stream. Idempotent; returns the state found.
-    pub fn drain(&self) -> Result<State, Corrupt> {
-        lifecycle::close_channel(self.shared.ctl(), &OsPark, State::Draining)
-    }
-
-    /// Receiver-side close: CLOSING. Sends are refused; the receiver sees end-of-stream at once
-    /// and discards (and counts) the backlog. Idempotent; returns the state found.
-    pub fn close_now(&self) -> Result<State, Corrupt> {
-        lifecycle::close_channel(self.shared.ctl(), &OsPark, State::Closing)
-    }
-
-    /// The lifecycle state.
-    pub fn state(&self) -> Result<State, Corrupt> {
-        lifecycle::load(&self.shared.ctl().lifecycle.state)
-    }
-
-    /// Counters, sizes and transition times.
-    pub fn stats(&self) -> Result<Stats, Corrupt> {
-        stats(&self.shared)
-    }
-
-    /// Remove the channel's name now. Processes that have it open keep working; the memory is
-    /// freed when the last one unmaps it. Anonymous channels have no name: `Ok(())`.
-    pub fn unlink(&self) -> Result<(), SegmentError> {
-        match self.shared.seg.name() {
-            Some(name) => crate::segment::unlink(name),
-            None => Ok(()),
-        }
-    }
-}
-
-fn stats(shared: &Shared) -> Result<Stats, Corrupt> {
-    let h = shared.seg.header();
-    let ctl = &h.ctl;
-    let r = |w: &crate::sync::AtomicU64| w.load(Ordering::Relaxed);
-    let t = |w: &crate::sync::AtomicU64| Some(r(w)).filter(|&v| v != 0);
-    Ok(Stats {
-        state: lifecycle::load(&ctl.lifecycle.state)?,
-        sent_msgs: r(&ctl.producer.sent_msgs),
-        sent_bytes: r(&ctl.producer.sent_bytes),
-        recv_msgs: r(&ctl.consumer.recv_msgs),
-        recv_bytes: r(&ctl.consumer.recv_bytes),
-        discarded_msgs: r(&ctl.lifecycle.discarded_msgs),
-        discarded_bytes: r(&ctl.lifecycle.discarded_bytes),
-        created_ns: r(&h.identity.generation),
-        draining_ns: t(&ctl.lifecycle.t_draining),
-        closing_ns: t(&ctl.lifecycle.t_closing),
-        closed_ns: t(&ctl.lifecycle.t_closed),
-        capacity: shared.seg.capacity(),
-        max_message: shared.seg.max_message(),
-        creator_pid: h.identity.creator_pid.load(Ordering::Relaxed),
-    })
 }
 
 /// The sending side of a channel. Dropping it closes the channel from the sender side
@@ -538,14 +370,14 @@ impl Sender {
 
     /// Counters, sizes and transition times.
     pub fn stats(&self) -> Result<Stats, Corrupt> {
-        stats(&self.shared)
+        crate::shared::stats(&self.shared)
     }
 }
 
 impl Drop for Sender {
     fn drop(&mut self) {
         self.close();
-        self.shared.release_role("sender");
+        self.shared.detach_quietly(Role::Sender);
     }
 }
 
@@ -796,14 +628,14 @@ impl Receiver {
 
     /// Counters, sizes and transition times.
     pub fn stats(&self) -> Result<Stats, Corrupt> {
-        stats(&self.shared)
+        crate::shared::stats(&self.shared)
     }
 }
 
 impl Drop for Receiver {
     fn drop(&mut self) {
         let _ = self.close();
-        self.shared.release_role("receiver");
+        self.shared.detach_quietly(Role::Receiver);
     }
 }
 

@@ -292,6 +292,15 @@ pub enum SegmentError {
         /// Size of the file.
         actual: u64,
     },
+    /// The segment holds another flavour of channel than the one asked for (for example an MPSC
+    /// segment opened with `shmq::Channel::open`).
+    #[error("segment holds an {found} channel, not {expected} (open it with the {found} channel type)")]
+    WrongFlavor {
+        /// The flavour asked for ("spsc", "mpsc", "mpmc").
+        expected: &'static str,
+        /// The flavour found in the segment.
+        found: &'static str,
+    },
     /// The header or the ring indices are inconsistent.
     #[error(transparent)]
     Corrupt(#[from] Corrupt),

@@ -10,9 +10,11 @@
 //!                                                    sent counters
 //! 384     128   consumer       receiver              head word (position | TX_WAITING),
 //!                                                    received counters
-//! 512     128   wake           anyone                rx_seq, tx_seq: the two futex words
+//! 512     128   wake           anyone                rx_seq, tx_seq: the two futex words;
+//!                                                    rx_waiters, tx_waiters (MPSC/MPMC)
 //! 640     3456  reserved       -                     zero; room for later versions
-//! 4096    cap   ring data      sender / receiver     records (see ring/record.rs)
+//! 4096    cap   ring data      sender / receiver     records (see ring/record.rs), or MPMC cells
+//! 4096+cap 8*N  cell seqs      MPMC only             one sequence word per cell (N = cap/cell)
 //! ```
 //!
 //! Lines are 128 bytes, not 64, because x86 prefetches cache lines in adjacent pairs and Apple
@@ -30,8 +32,12 @@ pub const HEADER_SIZE: usize = 4096;
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMQSEG1");
 /// Bumped whenever the layout or the meaning of a field changes.
 pub const LAYOUT_VERSION: u32 = 1;
-/// The only channel flavour of layout version 1.
+/// Channel flavours (the `flavor` word of the identity line). One sender, one receiver.
 pub const FLAVOR_SPSC: u32 = 1;
+/// Many senders, one receiver: Agrona-style claim/commit of variable-length records.
+pub const FLAVOR_MPSC: u32 = 2;
+/// Many senders, many receivers: Vyukov cells with per-cell sequence words after the ring.
+pub const FLAVOR_MPMC: u32 = 3;
 
 /// ABI facts a peer must share with us: pointer width, byte order, line size, record alignment.
 pub const fn abi_word() -> u32 {
@@ -63,7 +69,8 @@ pub struct Identity {
     pub ring_capacity: AtomicU64,
     pub max_message: AtomicU64,
     pub creator_pid: AtomicU32,
-    pub _reserved0: AtomicU32,
+    /// MPMC only: bytes per cell (a power of two); 0 for the other flavours.
+    pub cell_size: AtomicU32,
     pub creator_start_time: AtomicU64,
     pub generation: AtomicU64,
 }
@@ -86,6 +93,8 @@ pub struct LifecycleLine {
     pub t_draining: AtomicU64,
     pub t_closing: AtomicU64,
     pub t_closed: AtomicU64,
+    /// MPSC: claims skipped by `unblock` because their producer died before committing.
+    pub abandoned_claims: AtomicU64,
 }
 
 /// Line 2: written only by the producer.
@@ -115,6 +124,10 @@ pub struct WakeLine {
     pub rx_seq: AtomicU32,
     /// The sender sleeps here (waiting for space or a close).
     pub tx_seq: AtomicU32,
+    /// MPSC/MPMC: receivers (about to be) asleep on `rx_seq`; a committer wakes only if non-zero.
+    pub rx_waiters: AtomicU32,
+    /// MPSC/MPMC: senders (about to be) asleep on `tx_seq`; a releaser wakes only if non-zero.
+    pub tx_waiters: AtomicU32,
 }
 
 /// The part of the header that the lock-free protocols operate on. Loom tests build it on the
@@ -150,6 +163,7 @@ impl RingCtl {
                 t_draining: AtomicU64::new(0),
                 t_closing: AtomicU64::new(0),
                 t_closed: AtomicU64::new(0),
+                abandoned_claims: AtomicU64::new(0),
             },
             producer: ProducerLine {
                 tail: AtomicU64::new(0),
@@ -161,7 +175,12 @@ impl RingCtl {
                 recv_msgs: AtomicU64::new(0),
                 recv_bytes: AtomicU64::new(0),
             },
-            wake: WakeLine { rx_seq: AtomicU32::new(0), tx_seq: AtomicU32::new(0) },
+            wake: WakeLine {
+                rx_seq: AtomicU32::new(0),
+                tx_seq: AtomicU32::new(0),
+                rx_waiters: AtomicU32::new(0),
+                tx_waiters: AtomicU32::new(0),
+            },
         }
     }
 }
@@ -181,6 +200,7 @@ const _: () = {
     assert!(offset_of!(Identity, ring_capacity) == 40);
     assert!(offset_of!(Identity, max_message) == 48);
     assert!(offset_of!(Identity, creator_pid) == 56);
+    assert!(offset_of!(Identity, cell_size) == 60);
     assert!(offset_of!(Identity, creator_start_time) == 64);
     assert!(offset_of!(Identity, generation) == 72);
     assert!(offset_of!(Header, ctl) == 128);
@@ -191,6 +211,9 @@ const _: () = {
     assert!(offset_of!(LifecycleLine, state) == 0);
     assert!(offset_of!(LifecycleLine, discarded_msgs) == 16);
     assert!(offset_of!(LifecycleLine, t_closed) == 48);
+    assert!(offset_of!(LifecycleLine, abandoned_claims) == 56);
+    assert!(offset_of!(WakeLine, rx_waiters) == 8);
+    assert!(offset_of!(WakeLine, tx_waiters) == 12);
     assert!(size_of::<Header>() == 5 * LINE);
     assert!(size_of::<Header>() <= HEADER_SIZE);
 };

@@ -77,6 +77,15 @@ mod channel;
 mod process;
 #[cfg(not(shmq_loom))]
 mod segment;
+#[cfg(not(shmq_loom))]
+mod shared;
+#[cfg(not(shmq_loom))]
+mod view;
+
+#[cfg(not(shmq_loom))]
+pub mod mpmc;
+#[cfg(not(shmq_loom))]
+pub mod mpsc;
 
 #[cfg(not(shmq_loom))]
 pub use channel::{Channel, Config, Discarded, Message, Receiver, SendSlot, Sender, Stats, max_single_record};
@@ -85,6 +94,8 @@ pub use error::{
     TrySendError,
 };
 pub use lifecycle::State;
+#[cfg(not(shmq_loom))]
+pub use view::View;
 #[cfg(not(shmq_loom))]
 pub use segment::shm_path;
 

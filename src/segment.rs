@@ -38,6 +38,25 @@ pub const MAX_MESSAGE_LIMIT: u64 = 1 << 40;
 pub(crate) struct Geometry {
     pub capacity: usize,
     pub max_message: u64,
+    /// `layout::FLAVOR_*`.
+    pub flavor: u32,
+    /// MPMC cell size in bytes (ignored by the other flavours).
+    pub cell_size: usize,
+}
+
+/// Smallest and largest MPMC cell.
+pub const MIN_CELL: usize = 16;
+/// See `MIN_CELL`. At least 2 cells must fit in the ring, and the cell holds its 8-byte header.
+pub const MAX_CELL: usize = 1 << 20;
+
+/// Check an MPMC (capacity, cell) pair; returns the number of cells.
+fn check_cells(capacity: u64, cell: u64) -> Result<u64, String> {
+    if !cell.is_power_of_two() || cell < MIN_CELL as u64 || cell > MAX_CELL as u64 || cell * 2 > capacity {
+        return Err(format!(
+            "cell size {cell} must be a power of two between {MIN_CELL} and {MAX_CELL}, at most half the capacity {capacity}"
+        ));
+    }
+    Ok(capacity / cell)
 }
 
 impl Geometry {
@@ -54,12 +73,24 @@ impl Geometry {
                 self.max_message
             )));
         }
+        match self.flavor {
+            layout::FLAVOR_SPSC | layout::FLAVOR_MPSC => {}
+            layout::FLAVOR_MPMC => {
+                check_cells(self.capacity as u64, self.cell_size as u64).map_err(SegmentError::InvalidConfig)?;
+            }
+            f => return Err(SegmentError::InvalidConfig(format!("unknown flavour {f}"))),
+        }
         Ok(())
     }
 
     fn segment_size(&self) -> u64 {
-        (HEADER_SIZE + self.capacity) as u64
+        (HEADER_SIZE + self.capacity) as u64 + seq_bytes(self.flavor, self.capacity as u64, self.cell_size as u64)
     }
+}
+
+/// Bytes of the MPMC sequence array that follows the ring (0 for other flavours).
+fn seq_bytes(flavor: u32, capacity: u64, cell: u64) -> u64 {
+    if flavor == layout::FLAVOR_MPMC && cell != 0 { capacity / cell * 8 } else { 0 }
 }
 
 /// A mapped, validated segment.
@@ -70,6 +101,8 @@ pub(crate) struct Segment {
     name: Option<String>,
     capacity: usize,
     max_message: u64,
+    flavor: u32,
+    cell_size: usize,
 }
 
 fn io(op: &'static str) -> SegmentError {
@@ -187,7 +220,15 @@ impl Segment {
             .len(size as usize)
             .map_raw(&file)
             .map_err(|source| SegmentError::Io { op: "mmap", source })?;
-        let seg = Segment { map, file, name, capacity: geo.capacity, max_message: geo.max_message };
+        let seg = Segment {
+            map,
+            file,
+            name,
+            capacity: geo.capacity,
+            max_message: geo.max_message,
+            flavor: geo.flavor,
+            cell_size: if geo.flavor == layout::FLAVOR_MPMC { geo.cell_size } else { 0 },
+        };
         let h = seg.header();
         let (pid, start) = crate::process::me();
         let id = &h.identity;
@@ -196,7 +237,8 @@ impl Segment {
         id.layout_version.store(layout::LAYOUT_VERSION, Ordering::Relaxed);
         id.abi.store(layout::abi_word(), Ordering::Relaxed);
         id.header_size.store(HEADER_SIZE as u32, Ordering::Relaxed);
-        id.flavor.store(layout::FLAVOR_SPSC, Ordering::Relaxed);
+        id.flavor.store(geo.flavor, Ordering::Relaxed);
+        id.cell_size.store(seg.cell_size as u32, Ordering::Relaxed);
         id.segment_size.store(size, Ordering::Relaxed);
         id.ring_offset.store(HEADER_SIZE as u64, Ordering::Relaxed);
         id.ring_capacity.store(geo.capacity as u64, Ordering::Relaxed);
@@ -205,6 +247,12 @@ impl Segment {
         id.creator_start_time.store(start, Ordering::Relaxed);
         id.generation.store(crate::clock::monotonic_ns(), Ordering::Relaxed);
         h.ctl.lifecycle.state.store(State::Active as u32, Ordering::Relaxed);
+        if seg.flavor == layout::FLAVOR_MPMC {
+            // Cell i starts out free for lap 0: its sequence word is its own byte position.
+            for (i, s) in seg.cell_seqs().iter().enumerate() {
+                s.store((i * seg.cell_size) as u64, Ordering::Relaxed);
+            }
+        }
         // SYNC(publish): Release; pairs with the Acquire load of the magic in `validate`: an
         // opener that sees the magic sees every field above.
         id.magic.store(MAGIC, Ordering::Release);
@@ -255,8 +303,9 @@ impl Segment {
                 // SYNC(publish): Acquire; pairs with the creator's Release store in `initialise`.
                 let magic = h.identity.magic.load(Ordering::Acquire);
                 if magic == MAGIC {
-                    let (capacity, max_message) = validate(h, size)?;
-                    return Ok(Segment { map, file, name, capacity, max_message });
+                    let v = validate(h, size)?;
+                    let (capacity, max_message, flavor, cell_size) = v;
+                    return Ok(Segment { map, file, name, capacity, max_message, flavor, cell_size });
                 }
                 if magic != 0 {
                     return Err(Corrupt::new(format!("magic {magic:#018x} is not a shmq segment's")).into());
@@ -291,6 +340,29 @@ impl Segment {
         self.capacity
     }
 
+    /// `layout::FLAVOR_*` (validated).
+    pub(crate) fn flavor(&self) -> u32 {
+        self.flavor
+    }
+
+    /// MPMC cell size (validated), 0 for other flavours.
+    pub(crate) fn cell_size(&self) -> usize {
+        self.cell_size
+    }
+
+    /// MPMC: the per-cell sequence words that follow the ring (`capacity / cell_size` of them).
+    pub(crate) fn cell_seqs(&self) -> &[crate::sync::AtomicU64] {
+        assert_eq!(self.flavor, layout::FLAVOR_MPMC, "shmq bug: cell sequences of a non-MPMC segment");
+        let n = self.capacity / self.cell_size;
+        // SAFETY: for MPMC segments the mapping is HEADER_SIZE + capacity + 8 * n bytes (checked
+        // by `validate` / set by `initialise`); that offset is 8-aligned (page + power of two
+        // >= 16); AtomicU64 accepts any bit pattern; the slice lives no longer than `self`.
+        unsafe {
+            let p = self.map.as_mut_ptr().add(HEADER_SIZE + self.capacity) as *const crate::sync::AtomicU64;
+            std::slice::from_raw_parts(p, n)
+        }
+    }
+
     pub(crate) fn max_message(&self) -> u64 {
         self.max_message
     }
@@ -304,8 +376,9 @@ impl Segment {
     }
 }
 
-/// Validate a published header against the file it came from. Returns (capacity, max_message).
-fn validate(h: &Header, file_size: u64) -> Result<(usize, u64), SegmentError> {
+/// Validate a published header against the file it came from.
+/// Returns (capacity, max_message, flavor, cell_size).
+fn validate(h: &Header, file_size: u64) -> Result<(usize, u64, u32, usize), SegmentError> {
     let id = &h.identity;
     let version = id.layout_version.load(Ordering::Relaxed);
     if version != layout::LAYOUT_VERSION {
@@ -321,9 +394,10 @@ fn validate(h: &Header, file_size: u64) -> Result<(usize, u64), SegmentError> {
         return Err(corrupt(format!("header size {header_size}, expected {HEADER_SIZE}")));
     }
     let flavor = id.flavor.load(Ordering::Relaxed);
-    if flavor != layout::FLAVOR_SPSC {
+    if !matches!(flavor, layout::FLAVOR_SPSC | layout::FLAVOR_MPSC | layout::FLAVOR_MPMC) {
         return Err(corrupt(format!("unknown channel flavour {flavor}")));
     }
+    let cell = id.cell_size.load(Ordering::Relaxed) as u64;
     let seg_size = id.segment_size.load(Ordering::Relaxed);
     if seg_size != file_size {
         return Err(SegmentError::SizeMismatch { expected: seg_size, actual: file_size });
@@ -334,11 +408,18 @@ fn validate(h: &Header, file_size: u64) -> Result<(usize, u64), SegmentError> {
         || !cap.is_power_of_two()
         || cap < MIN_CAPACITY as u64
         || cap > MAX_CAPACITY as u64
-        || ring_offset.checked_add(cap) != Some(seg_size)
+        || ring_offset.checked_add(cap).and_then(|e| e.checked_add(seq_bytes(flavor, cap, cell))) != Some(seg_size)
     {
         return Err(corrupt(format!(
             "ring at offset {ring_offset} with capacity {cap} does not fit a {seg_size}-byte segment"
         )));
+    }
+    match flavor {
+        layout::FLAVOR_MPMC => {
+            check_cells(cap, cell).map_err(corrupt)?;
+        }
+        _ if cell != 0 => return Err(corrupt(format!("cell size {cell} set on a flavour without cells"))),
+        _ => {}
     }
     let max_message = id.max_message.load(Ordering::Relaxed);
     if max_message > MAX_MESSAGE_LIMIT {
@@ -350,5 +431,5 @@ fn validate(h: &Header, file_size: u64) -> Result<(usize, u64), SegmentError> {
     if head > tail || tail - head > cap || head % 8 != 0 || tail % 8 != 0 {
         return Err(corrupt(format!("ring positions head={head} tail={tail} are impossible for capacity {cap}")));
     }
-    Ok((cap as usize, max_message))
+    Ok((cap as usize, max_message, flavor, cell as usize))
 }

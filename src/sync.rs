@@ -12,10 +12,10 @@
 //! to it (see `segment.rs`), loom tests allocate it on the heap.
 
 #[cfg(not(shmq_loom))]
-pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 #[cfg(shmq_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 /// Spin-wait hint. Under loom a spin must yield to the scheduler, or the model never makes
 /// progress.

@@ -227,9 +227,11 @@ fn unknown_lifecycle_state_is_corrupt() {
 #[test]
 fn other_impossible_header_fields_are_corrupt() {
     let scope = Scope::new("f-fields");
-    let cases: [(&str, u64, u64, usize); 7] = [
+    let cases: [(&str, u64, u64, usize); 9] = [
         ("header size", OFF_HEADER_SIZE, 8192, 4),
-        ("flavour", OFF_FLAVOR, 2, 4),
+        ("unknown flavour", OFF_FLAVOR, 9, 4),
+        ("MPMC flavour without cells", OFF_FLAVOR, 3, 4),
+        ("cell size on a flavour without cells", OFF_CELL_SIZE, 128, 4),
         ("ring offset", OFF_RING_OFFSET, 8192, 8),
         ("capacity not a power of two", OFF_RING_CAPACITY, CAP - 8, 8),
         ("capacity larger than the file", OFF_RING_CAPACITY, 2 * CAP, 8),
@@ -240,6 +242,13 @@ fn other_impossible_header_fields_are_corrupt() {
         let (name, path) = segment(&scope, &format!("h{i}"));
         poke(&path, off, &v.to_le_bytes()[..width]);
         expect_corrupt(what, open_err(&name));
+    }
+    // A valid segment of another flavour is not corrupt, but not an SPSC channel either.
+    let (name, path) = segment(&scope, "mpsc");
+    poke_u32(&path, OFF_FLAVOR, 2);
+    match open_err(&name) {
+        SegmentError::WrongFlavor { expected: "spsc", found: "mpsc" } => {}
+        other => panic!("expected WrongFlavor, got {other:?}"),
     }
     scope.finish();
 }

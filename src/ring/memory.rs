@@ -4,6 +4,8 @@
 //! `&[u8]` over memory another process may write. Loom models use a vector of loom cells, so a
 //! read that is not ordered after the write it should see is reported as a data race.
 
+use crate::sync::{AtomicU64, Ordering};
+
 /// The data area of a ring. Offsets are relative to its start; every access stays inside
 /// `[0, capacity)` (checked: a violation is a shmq bug, not bad input, since every offset is
 /// derived from validated positions).
@@ -16,6 +18,14 @@ pub trait RingMemory {
     fn write_word(&self, off: usize, v: u64);
     /// Read an aligned u64 (a record header).
     fn read_word(&self, off: usize) -> u64;
+    /// Atomically load the aligned word at `off` (MPSC record headers, MPMC cell headers: words
+    /// that another side reads or writes concurrently).
+    fn load_word(&self, off: usize, order: Ordering) -> u64;
+    /// Atomically store the aligned word at `off`.
+    fn store_word(&self, off: usize, v: u64, order: Ordering);
+    /// Zero `off..off + len` (8-aligned): MPSC consumers wipe what they consumed, so a header
+    /// word reads 0 until a producer claims it.
+    fn zero(&self, off: usize, len: usize);
 }
 
 #[inline]
@@ -99,13 +109,43 @@ impl RingMemory for RawRing {
         // the value we use, whatever a hostile peer writes afterwards.
         u64::from_le(unsafe { std::ptr::read_volatile(p) })
     }
+    #[inline]
+    fn load_word(&self, off: usize, order: Ordering) -> u64 {
+        self.atomic_at(off).load(order)
+    }
+    #[inline]
+    fn store_word(&self, off: usize, v: u64, order: Ordering) {
+        self.atomic_at(off).store(v, order)
+    }
+    #[inline]
+    fn zero(&self, off: usize, len: usize) {
+        let p = self.ptr_at(off, len);
+        // SAFETY: in bounds (ptr_at checks); the range was consumed and is not yet released to
+        // producers, so only this consumer touches it.
+        unsafe { std::ptr::write_bytes(p, 0, len) }
+    }
 }
 
-/// Heap-backed ring for loom models: every byte is a loom cell.
+impl RawRing {
+    #[inline]
+    fn atomic_at(&self, off: usize) -> &AtomicU64 {
+        assert!(off % 8 == 0, "shmq bug: unaligned atomic word at {off}");
+        let p = self.ptr_at(off, 8) as *const AtomicU64;
+        // SAFETY: in bounds and 8-aligned (checked above; base is 8-aligned). AtomicU64 has the
+        // size and alignment of u64 and accepts any bit pattern; the mapping outlives `self`'s
+        // users (see `RawRing::new`). Other processes access these words atomically too.
+        unsafe { &*p }
+    }
+}
+
+/// Heap-backed ring for loom models: every byte is a loom cell, and every aligned word also has
+/// a loom atomic for the atomic header operations (the two views are kept apart: the protocols
+/// never access one offset both ways at once, and loom checks each view's own ordering).
 #[cfg(shmq_loom)]
 #[doc(hidden)]
 pub struct LoomRing {
     cells: Vec<loom::cell::UnsafeCell<u8>>,
+    words: Vec<AtomicU64>,
 }
 
 // SAFETY: like the shared mapping it stands for, a `LoomRing` is accessed from several threads
@@ -119,7 +159,10 @@ unsafe impl Sync for LoomRing {}
 impl LoomRing {
     pub fn new(cap: usize) -> LoomRing {
         assert!(cap.is_power_of_two());
-        LoomRing { cells: (0..cap).map(|_| loom::cell::UnsafeCell::new(0)).collect() }
+        LoomRing {
+            cells: (0..cap).map(|_| loom::cell::UnsafeCell::new(0)).collect(),
+            words: (0..cap / 8).map(|_| AtomicU64::new(0)).collect(),
+        }
     }
 }
 
@@ -146,5 +189,19 @@ impl RingMemory for LoomRing {
         let mut b = [0u8; 8];
         self.read_bytes(off, &mut b);
         u64::from_le_bytes(b)
+    }
+    fn load_word(&self, off: usize, order: Ordering) -> u64 {
+        check(off, 8, self.cells.len());
+        self.words[off / 8].load(order)
+    }
+    fn store_word(&self, off: usize, v: u64, order: Ordering) {
+        check(off, 8, self.cells.len());
+        self.words[off / 8].store(v, order)
+    }
+    fn zero(&self, off: usize, len: usize) {
+        self.write_bytes(off, &vec![0; len]);
+        for w in off / 8..(off + len) / 8 {
+            self.words[w].store(0, Ordering::Relaxed);
+        }
     }
 }

@@ -30,6 +30,9 @@ pub enum Kind {
     Last = 4,
     Pad = 5,
     Abort = 6,
+    /// MPSC only: space claimed by a producer that has not committed yet; `len` is the whole
+    /// claim's extent in bytes (what `unblock` skips if that producer died).
+    Claimed = 7,
 }
 
 /// The header word of a record.
@@ -51,6 +54,7 @@ pub fn decode(raw: u64) -> Result<(Kind, u32), Corrupt> {
         4 => Kind::Last,
         5 => Kind::Pad,
         6 => Kind::Abort,
+        7 => Kind::Claimed,
         k => return Err(Corrupt::new(format!("record header has unknown kind {k}"))),
     };
     Ok((kind, raw as u32))
@@ -68,7 +72,7 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_rejects_garbage() {
-        for kind in [Kind::Whole, Kind::First, Kind::Middle, Kind::Last, Kind::Pad, Kind::Abort] {
+        for kind in [Kind::Whole, Kind::First, Kind::Middle, Kind::Last, Kind::Pad, Kind::Abort, Kind::Claimed] {
             for len in [0u32, 1, 7, 8, 4096, u32::MAX] {
                 assert_eq!(decode(encode(kind, len)).unwrap(), (kind, len));
             }
@@ -77,6 +81,7 @@ mod tests {
         assert!(decode(u64::MAX).is_err());
         assert!(decode(encode(Kind::Whole, 3) ^ (1 << 36)).is_err(), "kind 17");
         assert!(decode((TAG << 40) | (9 << 32)).is_err(), "unknown kind");
+        assert!(decode((TAG << 40) | (8 << 32)).is_err(), "unknown kind");
         assert_eq!(size(0), 8);
         assert_eq!(size(1), 16);
         assert_eq!(size(8), 16);

@@ -607,6 +607,9 @@ impl Consumer {
                     self.release(ctl, park, next);
                 }
                 Peeked::Record { kind: Kind::Pad, .. } => unreachable!("peek skips padding"),
+                Peeked::Record { kind: Kind::Claimed, .. } => {
+                    return Err(Corrupt::new("an MPSC claim marker in an SPSC ring").into());
+                }
                 Peeked::Empty { raw_tail } => {
                     if raw_tail & TAIL_CLOSED != 0 {
                         // The tail is final and fully consumed. A half-assembled message belongs
@@ -688,6 +691,7 @@ impl Consumer {
                     pending = 0;
                 }
                 Kind::Abort | Kind::Pad => pending = 0,
+                Kind::Claimed => return Err(Corrupt::new("an MPSC claim marker in an SPSC ring")),
             }
             self.head = next;
         }

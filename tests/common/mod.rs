@@ -51,6 +51,8 @@ pub const OFF_RING_OFFSET: u64 = 32;
 pub const OFF_RING_CAPACITY: u64 = 40;
 /// `Identity::max_message` (u64).
 pub const OFF_MAX_MESSAGE: u64 = 48;
+/// `Identity::cell_size` (u32).
+pub const OFF_CELL_SIZE: u64 = 60;
 /// `LifecycleLine::state` (u32), at 128 + 0.
 pub const OFF_STATE: u64 = 128;
 /// `ProducerLine::tail` (u64), at 128 + 128.

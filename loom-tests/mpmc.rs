@@ -1,0 +1,1 @@
+#![cfg(shmq_loom)]

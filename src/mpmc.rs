@@ -1,0 +1,1 @@
+//! Multi-producer multi-consumer channels. Being written.

@@ -1,0 +1,1 @@
+//! The multi-producer multi-consumer ring (Vyukov cells). Being written.

@@ -1,0 +1,264 @@
+//! What every channel flavour shares: the mapped segment of one process, the attach counts of
+//! senders and receivers recorded in the segment, the statistics, and the channel-level methods
+//! (create, open, close, stats...) generated for each flavour's `Channel` type by
+//! [`channel_methods!`].
+
+use crate::channel::Stats;
+use crate::error::{AttachError, Corrupt, SegmentError};
+use crate::layout::{self, RingCtl};
+use crate::lifecycle::{self, State};
+use crate::segment::Segment;
+use crate::sync::{AtomicU32, Ordering};
+use crate::wait::OsPark;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The two sides a handle can attach as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Sender,
+    Receiver,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Sender => "sender",
+            Role::Receiver => "receiver",
+        }
+    }
+}
+
+/// Human name of a flavour word.
+pub(crate) fn flavor_name(flavor: u32) -> &'static str {
+    match flavor {
+        layout::FLAVOR_SPSC => "spsc",
+        layout::FLAVOR_MPSC => "mpsc",
+        layout::FLAVOR_MPMC => "mpmc",
+        _ => "unknown",
+    }
+}
+
+/// What every handle of one channel in this process shares: the mapping.
+pub(crate) struct Shared {
+    pub(crate) seg: Segment,
+    pub(crate) spin: Duration,
+}
+
+impl Shared {
+    /// Wrap a segment, refusing one of another flavour.
+    pub(crate) fn new(seg: Segment, spin: Duration, flavor: u32) -> Result<Arc<Shared>, SegmentError> {
+        if seg.flavor() != flavor {
+            return Err(SegmentError::WrongFlavor { expected: flavor_name(flavor), found: flavor_name(seg.flavor()) });
+        }
+        // Count this process's handle in the segment (the last one out of a CLOSED channel
+        // removes its name).
+        seg.ctl().lifecycle.handles.fetch_add(1, Ordering::AcqRel);
+        Ok(Arc::new(Shared { seg, spin }))
+    }
+
+    pub(crate) fn ctl(&self) -> &RingCtl {
+        self.seg.ctl()
+    }
+
+    fn role_word(&self, role: Role) -> &AtomicU32 {
+        let l = &self.ctl().lifecycle;
+        match role {
+            Role::Sender => &l.senders,
+            Role::Receiver => &l.receivers,
+        }
+    }
+
+    /// Record one more attachment of `role`. `exclusive`: fail with `RoleTaken` unless there is
+    /// none (SPSC senders and receivers, the MPSC receiver).
+    pub(crate) fn attach(&self, role: Role, exclusive: bool) -> Result<(), AttachError> {
+        let word = self.role_word(role);
+        if exclusive {
+            // SYNC(role): AcqRel CAS; pairs with the Release decrement in `detach`, so a new
+            // holder sees everything the previous one did.
+            return word
+                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                .map(|_| ())
+                .map_err(|_| AttachError::RoleTaken { role: role.name() });
+        }
+        // SYNC(role): as above. A count at u32::MAX is corrupt; refuse rather than wrap.
+        word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_add(1))
+            .map(|_| ())
+            .map_err(|_| AttachError::Corrupt(Corrupt::new(format!("{} count is at its maximum", role.name()))))
+    }
+
+    /// Remove one attachment of `role`; true if it was the last one. A corrupt (zero) count is
+    /// left alone rather than wrapped, and reported as "not the last".
+    pub(crate) fn detach(&self, role: Role) -> bool {
+        // SYNC(role): Release; see `attach`.
+        self.role_word(role).fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1)) == Ok(1)
+    }
+
+    /// `detach` when the caller closes the channel anyway (SPSC) or never used the role.
+    pub(crate) fn detach_quietly(&self, role: Role) {
+        let _ = self.detach(role);
+    }
+
+    /// Multi-handle flavours: the last sender gone closes for sending (DRAINING, the receivers
+    /// drain the backlog); the last receiver gone closes for receiving (CLOSING, sends refused).
+    pub(crate) fn detach_and_close_if_last(&self, role: Role) {
+        if self.detach(role) {
+            let target = match role {
+                Role::Sender => State::Draining,
+                Role::Receiver => State::Closing,
+            };
+            let _ = lifecycle::close_channel(self.ctl(), &OsPark, target);
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let ctl = self.seg.ctl();
+        let prev = ctl.lifecycle.handles.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        let last = prev == Ok(1);
+        if last && lifecycle::load(&ctl.lifecycle.state) == Ok(State::Closed) {
+            if let Some(name) = self.seg.name() {
+                // Only remove the name if it still refers to *our* segment.
+                let _ = unlink_if_same(name, self.seg.file());
+            }
+        }
+    }
+}
+
+fn unlink_if_same(name: &str, ours: &std::fs::File) -> Result<(), SegmentError> {
+    use std::os::unix::fs::MetadataExt;
+    let mine = ours.metadata().map_err(|source| SegmentError::Io { op: "fstat", source })?;
+    let theirs = std::fs::metadata(crate::segment::shm_path(name));
+    match theirs {
+        Ok(m) if m.ino() == mine.ino() && m.dev() == mine.dev() => crate::segment::unlink(name),
+        _ => Ok(()),
+    }
+}
+
+/// Read the counters of a segment.
+pub(crate) fn stats(shared: &Shared) -> Result<Stats, Corrupt> {
+    let h = shared.seg.header();
+    let ctl = &h.ctl;
+    let r = |w: &crate::sync::AtomicU64| w.load(Ordering::Relaxed);
+    let t = |w: &crate::sync::AtomicU64| Some(r(w)).filter(|&v| v != 0);
+    Ok(Stats {
+        state: lifecycle::load(&ctl.lifecycle.state)?,
+        sent_msgs: r(&ctl.producer.sent_msgs),
+        sent_bytes: r(&ctl.producer.sent_bytes),
+        recv_msgs: r(&ctl.consumer.recv_msgs),
+        recv_bytes: r(&ctl.consumer.recv_bytes),
+        discarded_msgs: r(&ctl.lifecycle.discarded_msgs),
+        discarded_bytes: r(&ctl.lifecycle.discarded_bytes),
+        created_ns: r(&h.identity.generation),
+        draining_ns: t(&ctl.lifecycle.t_draining),
+        closing_ns: t(&ctl.lifecycle.t_closing),
+        closed_ns: t(&ctl.lifecycle.t_closed),
+        capacity: shared.seg.capacity(),
+        max_message: shared.seg.max_message(),
+        creator_pid: h.identity.creator_pid.load(Ordering::Relaxed),
+        senders: ctl.lifecycle.senders.load(Ordering::Relaxed),
+        receivers: ctl.lifecycle.receivers.load(Ordering::Relaxed),
+    })
+}
+
+/// The channel-level methods every flavour's `Channel` type has: constructors, fd passing,
+/// close, state, stats, unlink. `$ty` must be a struct with one field `shared: Arc<Shared>`.
+macro_rules! channel_methods {
+    ($ty:ident, $path:literal, $flavor:expr) => {
+        impl $ty {
+            #[doc = concat!("Create a named channel (`/dev/shm/shmq.NAME`, mode 0600). Fails with `AlreadyExists` if the name is taken: shmq never replaces a segment.\n\n```\n# fn main() -> Result<(), Box<dyn std::error::Error>> {\nlet name = format!(\"doc-create-{}-{}\", std::process::id(), line!());\nlet ch = ", $path, "::create(&name, &shmq::Config::new())?;\nlet other = ", $path, "::open(&name, &shmq::Config::new())?; // e.g. in another process\nassert_eq!(other.state()?, shmq::State::Active);\nch.unlink()?;\n# Ok(()) }\n```")]
+            pub fn create(name: &str, cfg: &$crate::Config) -> Result<$ty, $crate::SegmentError> {
+                let seg = $crate::segment::Segment::create(name, cfg.geometry($flavor))?;
+                Ok($ty { shared: $crate::shared::Shared::new(seg, cfg.spin_budget(), $flavor)? })
+            }
+
+            /// Open an existing named channel, waiting up to `cfg`'s open timeout for its creator
+            /// to finish initialising it. Only the spin budget and the open timeout of `cfg` are
+            /// used; the sizes come from the segment. A segment of another flavour is refused
+            /// with `WrongFlavor`.
+            pub fn open(name: &str, cfg: &$crate::Config) -> Result<$ty, $crate::SegmentError> {
+                let seg = $crate::segment::Segment::open(name, cfg.open_timeout_value())?;
+                Ok($ty { shared: $crate::shared::Shared::new(seg, cfg.spin_budget(), $flavor)? })
+            }
+
+            #[doc = concat!("Create a channel with no name (a sealed memfd). Share it with a child process through [`inheritable_fd`](Self::inheritable_fd) and [`from_fd`](Self::from_fd).\n\n```\n# fn main() -> Result<(), Box<dyn std::error::Error>> {\nlet ch = ", $path, "::anonymous(&shmq::Config::new())?;\nassert!(ch.name().is_none());\n# Ok(()) }\n```")]
+            pub fn anonymous(cfg: &$crate::Config) -> Result<$ty, $crate::SegmentError> {
+                let seg = $crate::segment::Segment::create_anonymous(cfg.geometry($flavor))?;
+                Ok($ty { shared: $crate::shared::Shared::new(seg, cfg.spin_budget(), $flavor)? })
+            }
+
+            #[doc = concat!("Open a channel from a file descriptor, typically one a parent passed down.\n\n```\n# fn main() -> Result<(), Box<dyn std::error::Error>> {\nlet ch = ", $path, "::anonymous(&shmq::Config::new())?;\nlet fd = ch.inheritable_fd()?; // pass fd.as_raw_fd() to a child, e.g. in an env var\nlet same = ", $path, "::from_fd(fd, &shmq::Config::new())?;\nassert_eq!(same.stats()?.capacity, ch.stats()?.capacity);\n# Ok(()) }\n```")]
+            pub fn from_fd(fd: std::os::fd::OwnedFd, cfg: &$crate::Config) -> Result<$ty, $crate::SegmentError> {
+                let seg = $crate::segment::Segment::from_fd(fd, cfg.open_timeout_value())?;
+                Ok($ty { shared: $crate::shared::Shared::new(seg, cfg.spin_budget(), $flavor)? })
+            }
+
+            /// A duplicate of the segment's descriptor *without* close-on-exec, so that a child
+            /// started with `std::process::Command` inherits it under the same number. Drop it in
+            /// the parent once the child is spawned.
+            pub fn inheritable_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+                use std::os::fd::{AsFd, AsRawFd};
+                let fd = self.shared.seg.file().as_fd().try_clone_to_owned()?;
+                // SAFETY: `fd` is a valid open descriptor we own; F_SETFD only changes its flags.
+                if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(fd)
+            }
+
+            /// The segment's descriptor (close-on-exec), e.g. to send over a Unix socket.
+            pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+                use std::os::fd::AsFd;
+                self.shared.seg.file().as_fd()
+            }
+
+            /// The name the channel was created or opened with (`None` for anonymous channels).
+            pub fn name(&self) -> Option<&str> {
+                self.shared.seg.name()
+            }
+
+            /// Sender-side close: DRAINING. Sends are refused from now on; receivers still get
+            /// everything committed before, then end-of-stream. Idempotent; returns the state found.
+            pub fn drain(&self) -> Result<$crate::State, $crate::Corrupt> {
+                $crate::lifecycle::close_channel(self.shared.ctl(), &$crate::wait::OsPark, $crate::State::Draining)
+            }
+
+            /// Receiver-side close: CLOSING. Sends are refused; receivers see end-of-stream at
+            /// once and the backlog is discarded (and counted). Idempotent; returns the state found.
+            pub fn close_now(&self) -> Result<$crate::State, $crate::Corrupt> {
+                $crate::lifecycle::close_channel(self.shared.ctl(), &$crate::wait::OsPark, $crate::State::Closing)
+            }
+
+            /// The lifecycle state.
+            pub fn state(&self) -> Result<$crate::State, $crate::Corrupt> {
+                $crate::lifecycle::load(&self.shared.ctl().lifecycle.state)
+            }
+
+            /// Counters, sizes, attach counts and transition times.
+            pub fn stats(&self) -> Result<$crate::Stats, $crate::Corrupt> {
+                $crate::shared::stats(&self.shared)
+            }
+
+            /// Remove the channel's name now. Processes that have it open keep working; the
+            /// memory is freed when the last one unmaps it. Anonymous channels: `Ok(())`.
+            pub fn unlink(&self) -> Result<(), $crate::SegmentError> {
+                match self.shared.seg.name() {
+                    Some(name) => $crate::segment::unlink(name),
+                    None => Ok(()),
+                }
+            }
+        }
+
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    .field("name", &self.shared.seg.name())
+                    .field("capacity", &self.shared.seg.capacity())
+                    .field("state", &self.state())
+                    .finish()
+            }
+        }
+    };
+}
+pub(crate) use channel_methods;
