@@ -121,6 +121,7 @@ struct SenderInner {
 
 impl Drop for SenderInner {
     fn drop(&mut self) {
+        self.prod.flush_counts(self.shared.ctl());
         self.shared.detach_and_close_if_last(Role::Sender);
     }
 }
@@ -134,7 +135,7 @@ impl Drop for SenderInner {
 /// let tx = ch.sender()?;
 /// tx.send(vec![7u8; 100])?;
 /// tx.send_batch(&[b"a", b"b", b"c"])?;
-/// assert_eq!(ch.stats()?.sent_msgs, 4);
+/// assert_eq!(tx.stats()?.sent_msgs, 4);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -230,27 +231,27 @@ impl Sender {
     pub fn send_batch<M: AsRef<[u8]>>(&self, msgs: &[M]) -> Result<(), SendError<usize>> {
         match self.batch(msgs, Deadline::Never) {
             (_, None) => Ok(()),
-            (n, Some(PushError::Closed)) => Err(SendError::Closed(n)),
-            (n, Some(PushError::Corrupt(c))) => Err(SendError::Corrupt(n, c)),
-            (n, Some(PushError::Full)) => Err(SendError::TooLarge(n)),
+            (n, Some(BatchStop::TooLarge)) => Err(SendError::TooLarge(n)),
+            (n, Some(BatchStop::Push(e))) => Err(send_error(n, e)),
         }
     }
 
     /// Send as many of `msgs` as fit right now, with one claim; `Ok(n)`: `msgs[..n]` were sent.
-    /// `Err(Full(0))` if not even the first fits.
+    /// `Err(Full(0))` if not even the first fits; `TooLarge(n)` if `msgs[n]` exceeds
+    /// `max_message`.
     pub fn try_send_batch<M: AsRef<[u8]>>(&self, msgs: &[M]) -> Result<usize, TrySendError<usize>> {
         match self.batch(msgs, Deadline::Now) {
             (n, None) => Ok(n),
-            (n, Some(PushError::Full)) if n > 0 => Ok(n),
-            (n, Some(PushError::Full)) => Err(TrySendError::Full(n)),
-            (n, Some(PushError::Closed)) => Err(TrySendError::Closed(n)),
-            (n, Some(PushError::Corrupt(c))) => Err(TrySendError::Corrupt(n, c)),
+            (n, Some(BatchStop::Push(PushError::Full))) if n > 0 => Ok(n),
+            (n, Some(BatchStop::Push(PushError::Full))) => Err(TrySendError::Full(n)),
+            (n, Some(BatchStop::Push(PushError::Closed))) => Err(TrySendError::Closed(n)),
+            (n, Some(BatchStop::Push(PushError::Corrupt(c)))) => Err(TrySendError::Corrupt(n, c)),
+            (n, Some(BatchStop::TooLarge)) => Err(TrySendError::TooLarge(n)),
         }
     }
 
-    /// Sends `msgs` in order; returns how many were accepted and why it stopped early. A
-    /// too-large message stops it with `Full` mapped to `TooLarge` by `send_batch`.
-    fn batch<M: AsRef<[u8]>>(&self, msgs: &[M], deadline: Deadline) -> (usize, Option<PushError>) {
+    /// Sends `msgs` in order; returns how many were accepted and why it stopped early.
+    fn batch<M: AsRef<[u8]>>(&self, msgs: &[M], deadline: Deadline) -> (usize, Option<BatchStop>) {
         let i = &*self.inner;
         let max_whole = i.prod.max_whole();
         let mut done = 0;
@@ -258,11 +259,11 @@ impl Sender {
         while done < msgs.len() {
             let first = msgs[done].as_ref();
             if self.too_large(first.len()) {
-                return (done, Some(PushError::Full));
+                return (done, Some(BatchStop::TooLarge));
             }
             if first.len() > max_whole {
                 if let Err(e) = i.prod.send(i.shared.ctl(), &i.ring, &OsPark, first, deadline) {
-                    return (done, Some(e));
+                    return (done, Some(BatchStop::Push(e)));
                 }
                 done += 1;
                 continue;
@@ -272,12 +273,12 @@ impl Sender {
                 msgs[done..]
                     .iter()
                     .map(AsRef::as_ref)
-                    .take_while(|m| m.len() <= max_whole)
+                    .take_while(|m| m.len() <= max_whole && !self.too_large(m.len()))
                     .map(|body| Rec { kind: Kind::Whole, prefix: None, body }),
             );
             match i.prod.push(i.shared.ctl(), &i.ring, &OsPark, &recs, deadline) {
                 Ok(claim) => done += claim.n,
-                Err(e) => return (done, Some(e)),
+                Err(e) => return (done, Some(BatchStop::Push(e))),
             }
         }
         (done, None)
@@ -341,6 +342,7 @@ impl Sender {
     /// Close the channel from the sender side (DRAINING), for every sender: later sends are
     /// refused with their message handed back; the receiver drains what was sent. Idempotent.
     pub fn close(&self) {
+        self.inner.prod.flush_counts(self.inner.shared.ctl());
         let _ = lifecycle::close_channel(self.inner.shared.ctl(), &OsPark, State::Draining);
     }
 
@@ -349,10 +351,19 @@ impl Sender {
         lifecycle::load(&self.inner.shared.ctl().lifecycle.state)
     }
 
-    /// Counters, sizes and transition times.
+    /// Counters, sizes and transition times. This attachment's own sends are flushed to the
+    /// segment first; other attachments add theirs every 256 messages (and when they sleep,
+    /// close or detach), so `sent_msgs` may lag behind while they are sending.
     pub fn stats(&self) -> Result<Stats, Corrupt> {
+        self.inner.prod.flush_counts(self.inner.shared.ctl());
         crate::shared::stats(&self.inner.shared)
     }
+}
+
+/// Why a batch stopped early.
+enum BatchStop {
+    TooLarge,
+    Push(PushError),
 }
 
 fn send_error<M>(msg: M, e: PushError) -> SendError<M> {

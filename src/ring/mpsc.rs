@@ -94,7 +94,15 @@ pub struct Producer {
     /// ABORT records owed for fragmented sends that gave up while the ring was full (their ids).
     pending_aborts: std::sync::Mutex<Vec<u64>>,
     pending: AtomicU32,
+    /// Messages and bytes sent but not yet added to the shared counters: the shared counters sit
+    /// on the tail's line, which every producer hammers, so they are updated every
+    /// `COUNT_FLUSH` messages (and on `flush_counts`), not per message.
+    unflushed_msgs: AtomicU64,
+    unflushed_bytes: AtomicU64,
 }
+
+/// See `Producer::unflushed_msgs`.
+const COUNT_FLUSH: u64 = 256;
 
 impl Producer {
     /// The producer side of a ring of `cap` bytes.
@@ -111,6 +119,8 @@ impl Producer {
             cached_head: AtomicU64::new(head & POS_MASK),
             pending_aborts: std::sync::Mutex::new(Vec::new()),
             pending: AtomicU32::new(0),
+            unflushed_msgs: AtomicU64::new(0),
+            unflushed_bytes: AtomicU64::new(0),
         })
     }
 
@@ -238,7 +248,26 @@ impl Producer {
             msgs += 1;
             bytes += r.body.len() as u64;
         }
-        if msgs != 0 {
+        self.count(ctl, msgs, bytes);
+    }
+
+    /// Count sent messages (diagnostics), flushing to the segment now and then.
+    fn count(&self, ctl: &RingCtl, msgs: u64, bytes: u64) {
+        if msgs == 0 {
+            return;
+        }
+        self.unflushed_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if self.unflushed_msgs.fetch_add(msgs, Ordering::Relaxed) + msgs >= COUNT_FLUSH {
+            self.flush_counts(ctl);
+        }
+    }
+
+    /// Add the locally counted messages and bytes to the segment's `sent_*` counters (done every
+    /// few hundred messages, before sleeping, and when the attachment goes away).
+    pub fn flush_counts(&self, ctl: &RingCtl) {
+        let msgs = self.unflushed_msgs.swap(0, Ordering::Relaxed);
+        let bytes = self.unflushed_bytes.swap(0, Ordering::Relaxed);
+        if msgs != 0 || bytes != 0 {
             ctl.producer.sent_msgs.fetch_add(msgs, Ordering::Relaxed);
             ctl.producer.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
@@ -284,6 +313,7 @@ impl Producer {
             if spinner.spin(deadline) {
                 continue;
             }
+            self.flush_counts(ctl);
             let woke = wait::sleep_counted(park, &ctl.wake.tx_seq, &ctl.wake.tx_waiters, deadline, || {
                 self.room_or_closed(ctl, len).map(|ok| !ok)
             })?;
@@ -359,8 +389,7 @@ impl Producer {
                 Err(e) => return Err(e), // closed: the consumer drops the pieces at end-of-stream
             }
         }
-        ctl.producer.sent_msgs.fetch_add(1, Ordering::Relaxed);
-        ctl.producer.sent_bytes.fetch_add(msg.len() as u64, Ordering::Relaxed);
+        self.count(ctl, 1, msg.len() as u64);
         Ok(())
     }
 
@@ -451,8 +480,7 @@ impl Producer {
         mem.store_word(start_off, first, Ordering::Release);
         wait::wake_counted(park, &ctl.wake.rx_seq, &ctl.wake.rx_waiters);
         if let Some(u) = used {
-            ctl.producer.sent_msgs.fetch_add(1, Ordering::Relaxed);
-            ctl.producer.sent_bytes.fetch_add(u as u64, Ordering::Relaxed);
+            self.count(ctl, 1, u as u64);
         }
     }
 }
@@ -622,6 +650,7 @@ impl Consumer {
     }
 
     /// Handle a fragment record at the head; true when it completed a message.
+    #[allow(clippy::too_many_arguments)]
     fn fragment<M: RingMemory, P: Park>(
         &mut self,
         ctl: &RingCtl,

@@ -23,6 +23,8 @@
 //!
 //! The parent exits non-zero if a child fails or any message is missing, reordered or corrupt.
 
+// mod pool; (act 2, enabled once shmq::mpmc lands)
+
 use shmq::{Channel, Config, RecvError, SendError, State, Stats};
 use std::collections::HashMap;
 use std::io::Read;
@@ -63,6 +65,10 @@ fn main() -> ExitCode {
         Some(CHILD_FLAG) => match (args.get(2).map(String::as_str), args.get(3)) {
             (Some("producer"), Some(name)) => producer(name),
             (Some("consumer"), Some(name)) => consumer(name),
+            (Some("runner"), Some(tasks)) => match (args.get(4), args.get(5)) {
+                (Some(_events), Some(_index)) => Err(format!("no runner yet ({tasks})")),
+                _ => Err(format!("usage: {} {CHILD_FLAG} runner TASKS EVENTS INDEX", args[0])),
+            },
             _ => Err(format!("usage: {} {CHILD_FLAG} producer|consumer NAME", args[0])),
         },
         None => parent(),
