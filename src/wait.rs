@@ -87,7 +87,8 @@ impl Park for LoomPark {
 }
 
 /// Waiter-counted sleep (MPSC/MPMC), the sleeper's half. `seq` is an event count, `waiters`
-/// the number of sleepers on it; `blocked` re-checks the condition after announcing ourselves.
+/// says "someone may be asleep on it"; `blocked` re-checks the condition after announcing
+/// ourselves.
 ///
 /// SYNC(waiters): Dekker handshake through two SeqCst fences. The sleeper increments `waiters`,
 /// fences, then reads the condition; the waker (`wake_counted`) makes the condition true, fences,
@@ -95,6 +96,11 @@ impl Park for LoomPark {
 /// sleeper sees the condition and does not sleep, or the waker sees the sleeper and wakes it.
 /// `seq` is read before anything else (Acquire, paired with the Release bump), so a bump that
 /// lands between our check and the futex call makes FUTEX_WAIT return at once.
+///
+/// The waker *clears* `waiters` (swap to 0) when it wakes, and wakes everybody; sleepers never
+/// decrement. So one sleep costs the wakers one FUTEX_WAKE, not one per commit until the sleeper
+/// has run (measured: a receiver paid a futex_wake per message while a sender slept). A sleeper
+/// that did not sleep, or timed out, leaves its count behind: at most one needless wake later.
 pub(crate) fn sleep_counted<P: Park, E>(
     park: &P,
     seq: &AtomicU32,
@@ -106,22 +112,21 @@ pub(crate) fn sleep_counted<P: Park, E>(
     let seen = seq.load(Ordering::Acquire);
     waiters.fetch_add(1, Ordering::SeqCst);
     fence(Ordering::SeqCst);
-    let woke = match blocked() {
+    match blocked() {
         Ok(true) => Ok(park.wait(seq, seen, deadline.instant())),
         Ok(false) => Ok(Wake::Woken),
         Err(e) => Err(e),
-    };
-    waiters.fetch_sub(1, Ordering::Relaxed);
-    woke
+    }
 }
 
 /// Waiter-counted wake, the waker's half: call after making the condition true. Costs a fence
-/// and a load when nobody sleeps; a syscall only when somebody does. See `sleep_counted`.
+/// and a load of a read-mostly word when nobody sleeps; a swap and a syscall when somebody does.
+/// See `sleep_counted`.
 #[inline]
 pub(crate) fn wake_counted<P: Park>(park: &P, seq: &AtomicU32, waiters: &AtomicU32) {
     use crate::sync::{Ordering, fence};
     fence(Ordering::SeqCst);
-    if waiters.load(Ordering::Relaxed) != 0 {
+    if waiters.load(Ordering::Relaxed) != 0 && waiters.swap(0, Ordering::Relaxed) != 0 {
         // SYNC(waiters): Release bump; pairs with the Acquire load at the top of `sleep_counted`.
         seq.fetch_add(1, Ordering::Release);
         park.wake_all(seq);

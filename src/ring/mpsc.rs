@@ -154,15 +154,22 @@ impl Producer {
         (n, pos - start)
     }
 
-    fn load_head(&self, ctl: &RingCtl, tail: u64) -> Result<u64, Corrupt> {
+    /// Read the consumer's head and check it against `tail`, a tail value read earlier. A head
+    /// past that tail is not necessarily corrupt: other producers may have claimed and the
+    /// consumer consumed since; the tail is read again then, and only a head past a tail read
+    /// after it is corrupt (the head never passes the tail). Returns (head, tail).
+    fn load_head_at(&self, ctl: &RingCtl, mut tail: u64) -> Result<(u64, u64), Corrupt> {
         // SYNC(head-release): Acquire; pairs with the consumer's Release store in `release`.
         let head = ctl.consumer.head.load(Ordering::Acquire);
+        if head > tail {
+            tail = ctl.producer.tail.load(Ordering::Acquire) & POS_MASK;
+        }
         if head & HEAD_TX_WAITING != 0 || head > tail || tail - head > self.cap || head % 8 != 0 {
             return Err(Corrupt::new(format!("MPSC head {head:#x} is impossible for tail {tail}")));
         }
-        // SYNC(cached-head): Release; see the field.
+        // SYNC(cached-head): AcqRel; see the field.
         self.cached_head.fetch_max(head, Ordering::AcqRel);
-        Ok(head)
+        Ok((head, tail))
     }
 
     /// Claim room for the longest prefix of `lens` (record payload lengths, at least one) that
@@ -183,14 +190,29 @@ impl Producer {
             }
             // SYNC(cached-head): Acquire; see the field.
             let mut head = self.cached_head.load(Ordering::Acquire);
-            if head > tail || tail - head > self.cap {
-                head = self.load_head(ctl, tail)?;
+            if head > tail {
+                // Our tail is stale (others claimed and the consumer moved on since we read it).
+                raw = ctl.producer.tail.load(Ordering::Relaxed);
+                continue;
+            }
+            if tail - head > self.cap {
+                let (h, t) = self.load_head_at(ctl, tail)?;
+                if t != tail {
+                    raw = ctl.producer.tail.load(Ordering::Relaxed);
+                    continue;
+                }
+                head = h;
             }
             let room = |head: u64| (self.cap - (tail - head)).min(u32::MAX as u64);
             let (mut n, mut extent) = self.walk(tail, lens.iter().copied(), room(head), |_| {});
             if n < lens.len() {
                 // The cached head may be stale: look at the real one before settling for less.
-                head = self.load_head(ctl, tail)?;
+                let (h, t) = self.load_head_at(ctl, tail)?;
+                if t != tail {
+                    raw = ctl.producer.tail.load(Ordering::Relaxed);
+                    continue; // our tail was stale: start over from a fresh one
+                }
+                head = h;
                 (n, extent) = self.walk(tail, lens.iter().copied(), room(head), |_| {});
             }
             if n == 0 {
@@ -280,8 +302,7 @@ impl Producer {
         if raw & TAIL_CLOSED != 0 {
             return Ok(true);
         }
-        let tail = raw & POS_MASK;
-        let head = self.load_head(ctl, tail)?;
+        let (head, tail) = self.load_head_at(ctl, raw & POS_MASK)?;
         let (n, _) = self.walk(tail, std::iter::once(len), self.cap - (tail - head), |_| {});
         Ok(n == 1)
     }
