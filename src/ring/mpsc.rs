@@ -600,34 +600,33 @@ impl Consumer {
 
     /// What is at position `pos` (at or after the head, before the tail or at it).
     fn look<M: RingMemory>(&mut self, ctl: &RingCtl, mem: &M, pos: u64) -> Result<Look, Corrupt> {
-        if pos >= self.cached_tail {
-            // Nothing claimed here as far as we know. Do not read the word: with a batch still
-            // borrowed, a full ring's tail sits on bytes we have not zeroed yet.
-            let raw_tail = self.refresh_tail(ctl)?;
-            if pos >= self.cached_tail {
-                return Ok(Look::End { raw_tail });
-            }
-        }
-        let off = (pos & (self.cap - 1)) as usize;
-        // SYNC(commit): Acquire; pairs with the producer's Release store of the claim's first
-        // header in `write_claim` / `commit_reserved`.
-        let raw = mem.load_word(off, Ordering::Acquire);
+        // Every word in [head, head + cap) that no producer has claimed reads 0: we zeroed it
+        // before releasing it. At head + cap and beyond lie bytes of a batch still borrowed
+        // (not yet zeroed), which must not be read; the tail cannot be there anyway.
+        let raw = if pos < self.head + self.cap {
+            // SYNC(commit): Acquire; pairs with the producer's Release store of the claim's first
+            // header in `write_claim` / `commit_reserved`.
+            mem.load_word((pos & (self.cap - 1)) as usize, Ordering::Acquire)
+        } else {
+            0
+        };
         if raw == 0 {
-            return Ok(Look::InFlight);
+            // Claimed but not marked yet, or nothing claimed: only the tail tells. (Reading the
+            // tail only here keeps the contended tail line out of the per-message path.)
+            let raw_tail = self.refresh_tail(ctl)?;
+            return Ok(if pos >= self.cached_tail { Look::End { raw_tail } } else { Look::InFlight });
         }
         let (kind, len) = record::decode(raw)?;
         if kind == Kind::Claimed {
             return Ok(Look::InFlight);
         }
+        let off = (pos & (self.cap - 1)) as usize;
         let rec = record::size(len as usize) as u64;
         if rec > self.cap - off as u64 {
             return Err(Corrupt::new(format!("record of {len} bytes at offset {off} runs past the ring's end")));
         }
-        if pos + rec > self.cached_tail {
-            self.refresh_tail(ctl)?;
-            if pos + rec > self.cached_tail {
-                return Err(Corrupt::new(format!("record of {len} bytes runs past the claimed tail")));
-            }
+        if pos + rec > self.head + self.cap {
+            return Err(Corrupt::new(format!("record of {len} bytes runs past the consumer's window")));
         }
         Ok(Look::Record { kind, off: off + HDR, len: len as usize, next: pos + rec })
     }

@@ -392,6 +392,22 @@ impl Watchdog {
     }
 }
 
+impl Watchdog {
+    /// Like [`Watchdog::new`] for any flavour: runs `close` (which should close the channel, e.g.
+    /// `close_now` on a clone of an `mpsc::Channel` or `mpmc::Channel`) if the test is still
+    /// running after `after`.
+    pub fn with(after: Duration, what: &'static str, close: impl FnOnce() + Send + 'static) -> Watchdog {
+        let (stop, rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(after) {
+                eprintln!("watchdog: {what} still running after {after:?}; closing the channel");
+                close();
+            }
+        });
+        Watchdog { stop: Some(stop), thread: Some(thread) }
+    }
+}
+
 impl Drop for Watchdog {
     fn drop(&mut self) {
         drop(self.stop.take());
