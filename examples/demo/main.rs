@@ -1,6 +1,13 @@
-//! # shmq demo: a producer process streams to a consumer process, then closes while busy
+//! # shmq demo: processes exchange messages and close cleanly
 //!
 //! Run it with `cargo run --release --example demo` (no arguments, a few seconds).
+//!
+//! **Act 1** (this file): a producer process streams to a consumer process over an SPSC
+//! channel, then closes while busy. **Act 2** (`pool.rs`): a supervisor hands tasks to three
+//! runner processes over an MPMC channel, collects their results over an MPSC channel, and shuts
+//! the pool down in three phases (stop intake, drain results, closed).
+//!
+//! Act 1 in detail:
 //!
 //! The parent creates a named channel (`/dev/shm/shmq.demo-<pid>`, 1 MiB ring) and re-executes
 //! itself twice, as a **producer** and a **consumer** process. The producer streams a few hundred
@@ -23,7 +30,7 @@
 //!
 //! The parent exits non-zero if a child fails or any message is missing, reordered or corrupt.
 
-// mod pool; (act 2, enabled once shmq::mpmc lands)
+mod pool;
 
 use shmq::{Channel, Config, RecvError, SendError, State, Stats};
 use std::collections::HashMap;
@@ -66,12 +73,12 @@ fn main() -> ExitCode {
             (Some("producer"), Some(name)) => producer(name),
             (Some("consumer"), Some(name)) => consumer(name),
             (Some("runner"), Some(tasks)) => match (args.get(4), args.get(5)) {
-                (Some(_events), Some(_index)) => Err(format!("no runner yet ({tasks})")),
+                (Some(events), Some(index)) => pool::runner(tasks, events, index),
                 _ => Err(format!("usage: {} {CHILD_FLAG} runner TASKS EVENTS INDEX", args[0])),
             },
             _ => Err(format!("usage: {} {CHILD_FLAG} producer|consumer NAME", args[0])),
         },
-        None => parent(),
+        None => parent().and_then(|()| pool::supervise()),
         Some(other) => Err(format!("unexpected argument {other:?}: run the demo without arguments")),
     };
     match result {

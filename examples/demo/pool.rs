@@ -68,12 +68,10 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 /// A runner process: take tasks until end-of-stream, send one result per task, then BYE.
 pub fn runner(tasks: &str, events: &str, index: &str) -> Res<()> {
     let index: u32 = index.parse().map_err(|e| format!("runner index {index:?}: {e}"))?;
-    let rx = shmq::mpmc::Channel::open(tasks, &Config::new())
-        .and_then(|c| c.receiver().map_err(Into::into))
-        .map_err(|e| format!("attach to tasks {tasks}: {e}"))?;
-    let tx = shmq::mpsc::Channel::open(events, &Config::new())
-        .and_then(|c| c.sender().map_err(Into::into))
-        .map_err(|e| format!("attach to events {events}: {e}"))?;
+    let tasks_ch = shmq::mpmc::Channel::open(tasks, &Config::new()).map_err(|e| format!("open {tasks}: {e}"))?;
+    let rx = tasks_ch.receiver().map_err(|e| format!("attach to {tasks}: {e}"))?;
+    let events_ch = shmq::mpsc::Channel::open(events, &Config::new()).map_err(|e| format!("open {events}: {e}"))?;
+    let tx = events_ch.sender().map_err(|e| format!("attach to {events}: {e}"))?;
     let mut buf = Vec::new();
     let mut done = 0u64;
     loop {
