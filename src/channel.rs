@@ -2,8 +2,7 @@
 //! a different process.
 
 use crate::error::{
-    AttachError, Corrupt, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
-    TrySendError,
+    AttachError, Corrupt, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 use crate::lifecycle::{self, State};
 use crate::ring::memory::{RawRing, RingMemory};
@@ -170,7 +169,6 @@ pub struct Stats {
 pub struct Channel {
     shared: Arc<Shared>,
 }
-
 
 crate::shared::channel_methods!(Channel, "shmq::Channel", crate::layout::FLAVOR_SPSC);
 

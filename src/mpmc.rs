@@ -39,6 +39,7 @@
 //! # Ok(()) }
 //! ```
 
+use crate::Stats;
 use crate::channel::Discarded;
 use crate::error::{
     AttachError, Corrupt, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
@@ -51,7 +52,6 @@ use crate::shared::{Role, Shared};
 use crate::sync::{AtomicU64, Ordering};
 use crate::view::View;
 use crate::wait::{Deadline, OsPark};
-use crate::Stats;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -809,7 +809,11 @@ mod tests {
                     let mut got = Vec::new();
                     let mut last = [None::<u32>; 3];
                     loop {
-                        let batch = if k == 0 { rx.recv_batch(5).map(|b| b.iter().map(|v| v.to_vec()).collect()) } else { rx.recv().map(|m| vec![m]) };
+                        let batch = if k == 0 {
+                            rx.recv_batch(5).map(|b| b.iter().map(|v| v.to_vec()).collect())
+                        } else {
+                            rx.recv().map(|m| vec![m])
+                        };
                         let Ok(msgs) = batch else { break };
                         for m in msgs {
                             let (id, seq) = (m[0] as usize, u32::from_le_bytes(m[1..5].try_into().unwrap()));

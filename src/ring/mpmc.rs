@@ -304,30 +304,27 @@ impl Ring {
             Ok(self.seq(seqs, pos).load(Ordering::Acquire) >= pos
                 && self.seq(seqs, last).load(Ordering::Acquire) >= last)
         };
-        loop {
-            if ctl.producer.tail.load(Ordering::Acquire) & TAIL_CLOSED != 0 {
-                return Err(PushError::Closed);
-            }
-            let state = lifecycle::load(&ctl.lifecycle.state)?;
-            if state.is_closed_for_send() {
-                lifecycle::ensure_closed_bit(ctl, state);
-                return Err(PushError::Closed);
-            }
-            if deadline.passed() {
-                return Err(PushError::Full);
-            }
-            if spinner.spin(deadline) {
-                return Ok(());
-            }
-            self.counts.flush(sent(ctl));
-            let woke = wait::sleep_counted(park, &ctl.wake.tx_seq, &ctl.wake.tx_waiters, deadline, || {
-                room().map(|ok| !ok)
-            })?;
-            if woke == Wake::TimedOut && deadline.passed() {
-                return Err(PushError::Full);
-            }
+        if ctl.producer.tail.load(Ordering::Acquire) & TAIL_CLOSED != 0 {
+            return Err(PushError::Closed);
+        }
+        let state = lifecycle::load(&ctl.lifecycle.state)?;
+        if state.is_closed_for_send() {
+            lifecycle::ensure_closed_bit(ctl, state);
+            return Err(PushError::Closed);
+        }
+        if deadline.passed() {
+            return Err(PushError::Full);
+        }
+        if spinner.spin(deadline) {
             return Ok(());
         }
+        self.counts.flush(sent(ctl));
+        let woke =
+            wait::sleep_counted(park, &ctl.wake.tx_seq, &ctl.wake.tx_waiters, deadline, || room().map(|ok| !ok))?;
+        if woke == Wake::TimedOut && deadline.passed() {
+            return Err(PushError::Full);
+        }
+        Ok(())
     }
 
     /// Send a prefix of `msgs` (at least one, each at most `max_message()`), waiting for room

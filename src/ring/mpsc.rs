@@ -476,7 +476,14 @@ impl Producer {
 
     /// Commit a reservation as a WHOLE message of `used <= r.len` bytes (the rest becomes
     /// padding), or as padding only (`used == None`: the caller cancelled).
-    pub fn commit_reserved<M: RingMemory, P: Park>(&self, ctl: &RingCtl, mem: &M, park: &P, r: Reserved, used: Option<usize>) {
+    pub fn commit_reserved<M: RingMemory, P: Park>(
+        &self,
+        ctl: &RingCtl,
+        mem: &M,
+        park: &P,
+        r: Reserved,
+        used: Option<usize>,
+    ) {
         let start_off = (r.claim.start & (self.cap - 1)) as usize;
         let rec_size = record::size(r.len);
         let main = match used {
@@ -484,7 +491,11 @@ impl Producer {
                 debug_assert!(u <= r.len);
                 let rest = rec_size - record::size(u);
                 if rest != 0 {
-                    mem.store_word(r.off + record::size(u), record::encode(Kind::Pad, (rest - HDR) as u32), Ordering::Relaxed);
+                    mem.store_word(
+                        r.off + record::size(u),
+                        record::encode(Kind::Pad, (rest - HDR) as u32),
+                        Ordering::Relaxed,
+                    );
                 }
                 record::encode(Kind::Whole, u as u32)
             }
