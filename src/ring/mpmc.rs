@@ -412,7 +412,9 @@ impl Ring {
     /// bytes).
     fn unit_at<M: RingMemory>(&self, mem: &M, pos: u64) -> Result<(Kind, usize, u64), Corrupt> {
         let c = self.cells;
-        let (kind, len) = record::decode(mem.load_word(c.off(pos), Ordering::Relaxed))?;
+        // Acquire: a consumer that re-reads the head after this load (to tell a stale header from
+        // a corrupt one, see `try_take`) must not have that read moved before this one.
+        let (kind, len) = record::decode(mem.load_word(c.off(pos), Ordering::Acquire))?;
         let to_end = c.cap - (pos & (c.cap - 1));
         let unit = match kind {
             Kind::Whole if len as usize <= self.max_message => c.unit(len as usize),
@@ -442,6 +444,7 @@ impl Ring {
             let mut pos = head;
             let mut msgs = 0usize;
             let mut ahead = false;
+            let mut stale_head = None;
             while msgs < max && pos - head < self.cells.cap {
                 // SYNC(cell-commit): Acquire; pairs with the producer's Release in `commit_unit`.
                 let s = self.seq(seqs, pos).load(Ordering::Acquire);
@@ -449,11 +452,29 @@ impl Ring {
                     ahead = s > pos + 1 && pos == head;
                     break;
                 }
-                let (kind, _, unit) = self.unit_at(mem, pos)?;
+                let (kind, _, unit) = match self.unit_at(mem, pos) {
+                    Ok(u) => u,
+                    Err(e) => {
+                        // Before our head CAS nothing is ours: another consumer may have taken
+                        // and released this unit, and a producer reused the cells, since we
+                        // read the sequence word (found by the multi-process tests). Only a
+                        // header read while the head stood still is evidence of corruption.
+                        let fresh = ctl.consumer.head.load(Ordering::Acquire);
+                        if fresh == head {
+                            return Err(e);
+                        }
+                        stale_head = Some(fresh);
+                        break;
+                    }
+                };
                 pos += unit;
                 if kind == Kind::Whole {
                     msgs += 1;
                 }
+            }
+            if let Some(fresh) = stale_head {
+                head = fresh;
+                continue;
             }
             if ahead {
                 // Another consumer took this unit and the cell moved on: our head is stale.
