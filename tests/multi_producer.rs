@@ -1153,15 +1153,13 @@ fn helpers_message_format_detects_damage() {
 // ---------------------------------------------------------------------------------------------
 // Minimal reproduction (threads of one process, so it needs no child processes).
 
-/// Regression test (fixed in src/ring/mpmc.rs `try_take`; found by the MPMC 4×4 test above): a
-/// consumer walked the committed
-/// units from the head *before* its head CAS and returns `Corrupt` at once (`unit_at(..)?`) when
-/// a header it read did not decode. Between its check of the cell's sequence word and its read
-/// of the header, another consumer can take and release that unit and a producer can reuse the
-/// cells for the next lap, with a different layout: the word read is then payload of another
-/// message, the CAS would have failed, but the consumer has already reported the segment corrupt
-/// ("record header 0x... has no valid tag"). Small rings with small cells and varied message
-/// sizes make it likely within a second.
+/// Regression test (the bug was in src/ring/mpmc.rs `try_take`, found by the MPMC 4×4 test
+/// above): a consumer walks the committed units from the head *before* its head CAS, and used
+/// to return `Corrupt` at once when a header it read did not decode. Between its check of the
+/// cell's sequence word and its read of the header, another consumer can take and release that
+/// unit and a producer can reuse the cells for the next lap with a different layout: the word
+/// read is then payload of another message, and the CAS would have failed anyway. Small rings
+/// with small cells and varied message sizes made it happen within a second.
 #[test]
 fn mpmc_consumers_never_report_corrupt_on_a_stale_header() {
     const PRODUCERS: u32 = 2;
