@@ -95,9 +95,9 @@ pub use error::{
 };
 pub use lifecycle::State;
 #[cfg(not(shmq_loom))]
-pub use view::View;
-#[cfg(not(shmq_loom))]
 pub use segment::shm_path;
+#[cfg(not(shmq_loom))]
+pub use view::View;
 
 /// Remove a named segment (e.g. one left behind by a crashed process). Processes that have it
 /// open keep using it.
