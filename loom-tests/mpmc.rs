@@ -1,1 +1,284 @@
+//! Loom models of the MPMC ring (Vyukov cells): nothing lost, nothing duplicated, one
+//! producer's messages in order at each consumer, the send/close race, wrap-around padding, and
+//! no lost wake-up in either direction.
+//!
+//! Run with
+//! `RUSTFLAGS="--cfg shmq_loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=2 cargo test --release --test loom_mpmc`.
+//!
+//! Every blocking call uses `Deadline::Never` and a zero spin budget, so a waiter sleeps at once
+//! in `LoomPark`, which has no timeout: a lost wake-up is a loom deadlock.
 #![cfg(shmq_loom)]
+
+mod common;
+
+use common::{Outcomes, let_spawned_run_first, model};
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicU64, Ordering};
+use shmq::loom_api::{Deadline, LoomPark, LoomRing, RingCtl, State, close_channel};
+use shmq::ring::memory::RingMemory;
+use shmq::ring::mpmc::{PopError, PushError, Ring};
+use std::time::Duration;
+
+/// An MPMC channel on the heap: control block, cells, sequence words, futex model.
+struct Mpmc {
+    ctl: RingCtl,
+    mem: LoomRing,
+    seqs: Vec<AtomicU64>,
+    park: LoomPark,
+    cap: usize,
+    cell: usize,
+}
+
+impl Mpmc {
+    fn new(cap: usize, cell: usize) -> Arc<Mpmc> {
+        let seqs = (0..cap / cell).map(|i| AtomicU64::new((i * cell) as u64)).collect();
+        Arc::new(Mpmc { ctl: RingCtl::new_active(), mem: LoomRing::new(cap), seqs, park: LoomPark::new(), cap, cell })
+    }
+
+    /// One attachment's view (each thread gets its own, as each process would).
+    fn ring(&self) -> Ring {
+        Ring::new(self.cap, self.cell, 1 << 20, Duration::ZERO).expect("valid geometry")
+    }
+
+    fn send(&self, r: &Ring, msg: &[u8]) -> Result<(), PushError> {
+        r.send(&self.ctl, &self.mem, &self.seqs, &self.park, &[msg], Deadline::Never).map(|n| assert_eq!(n, 1))
+    }
+
+    fn send_batch(&self, r: &Ring, msgs: &[&[u8]]) -> Result<usize, PushError> {
+        r.send(&self.ctl, &self.mem, &self.seqs, &self.park, msgs, Deadline::Never)
+    }
+
+    /// Blocking receive of up to `max` messages, copied out, cells released.
+    fn recv(&self, r: &Ring, max: usize) -> Result<Vec<Vec<u8>>, PopError> {
+        let take = r.take(&self.ctl, &self.mem, &self.seqs, &self.park, max, Deadline::Never)?;
+        let msgs = take
+            .msgs
+            .iter()
+            .map(|t| {
+                let mut b = vec![0u8; t.len];
+                self.mem.read_bytes(t.off, &mut b);
+                b
+            })
+            .collect();
+        r.release(&self.ctl, &self.seqs, &self.park, &take);
+        Ok(msgs)
+    }
+
+    /// Receive until end-of-stream.
+    fn recv_all(&self, r: &Ring, max: usize) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        loop {
+            match self.recv(r, max) {
+                Ok(m) => got.extend(m),
+                Err(PopError::Closed) => return got,
+                Err(e) => panic!("receive failed: {e:?}"),
+            }
+        }
+    }
+
+    fn drain(&self) {
+        close_channel(&self.ctl, &self.park, State::Draining).expect("close");
+    }
+
+    fn wakes(&self) -> (u32, u32) {
+        (self.ctl.wake.rx_seq.load(Ordering::SeqCst), self.ctl.wake.tx_seq.load(Ordering::SeqCst))
+    }
+}
+
+/// Two producers, one consumer taking batches: each message exactly once, each producer's two
+/// messages in order. The consumer may sleep on an empty ring and must be woken.
+#[test]
+fn two_producers_one_consumer_in_order() {
+    model(|spawned_first| {
+        let ch = Mpmc::new(64, 16);
+        let producers: Vec<_> = [1u8, 2]
+            .into_iter()
+            .map(|id| {
+                let ch = ch.clone();
+                loom::thread::spawn(move || {
+                    let r = ch.ring();
+                    ch.send(&r, &[id, 0]).unwrap();
+                    ch.send(&r, &[id, 1]).unwrap();
+                })
+            })
+            .collect();
+        let_spawned_run_first(spawned_first);
+        let r = ch.ring();
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            got.extend(ch.recv(&r, 4).unwrap());
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+        for id in [1u8, 2] {
+            let seqs: Vec<u8> = got.iter().filter(|m| m[0] == id).map(|m| m[1]).collect();
+            assert_eq!(seqs, [0, 1], "producer {id}: {got:?}");
+        }
+    });
+}
+
+/// Two consumers receive until end-of-stream while the main thread sends one message and
+/// drains: exactly one consumer gets it, both see end-of-stream. A consumer that read the head
+/// just before the other took the unit there must not go to sleep (taking a unit wakes nobody,
+/// and the close's wake may already have passed): loom found that lost wake-up in an earlier
+/// version. (With two messages, `two_consumers_exactly_once_while_sending`, too slow for CI.)
+#[test]
+fn two_consumers_exactly_once() {
+    let outcomes = Outcomes::default();
+    let seen = outcomes.clone();
+    model(move |spawned_first| {
+        let ch = Mpmc::new(64, 16);
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let ch = ch.clone();
+                loom::thread::spawn(move || ch.recv_all(&ch.ring(), 1))
+            })
+            .collect();
+        let_spawned_run_first(spawned_first);
+        ch.send(&ch.ring(), &[7]).unwrap();
+        ch.drain();
+        let got: Vec<Vec<Vec<u8>>> = consumers.into_iter().map(|c| c.join().unwrap()).collect();
+        let all: Vec<&Vec<u8>> = got.iter().flatten().collect();
+        assert_eq!(all, [&vec![7u8]], "{got:?}");
+        seen.record(format!("split {}/{}", got[0].len(), got[1].len()));
+    });
+    outcomes.assert_exactly(&["split 0/1", "split 1/0"]);
+}
+
+/// One producer, two consumers until end-of-stream: the union is every message exactly once,
+/// and each consumer sees the producer's messages in order.
+#[test]
+#[ignore = "did not finish within 17 min at LOOM_MAX_PREEMPTIONS=2 on 2 cores; run with --ignored"]
+fn two_consumers_exactly_once_while_sending() {
+    let outcomes = Outcomes::default();
+    let seen = outcomes.clone();
+    model(move |spawned_first| {
+        let ch = Mpmc::new(64, 16);
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let ch = ch.clone();
+                loom::thread::spawn(move || ch.recv_all(&ch.ring(), 1))
+            })
+            .collect();
+        let_spawned_run_first(spawned_first);
+        let r = ch.ring();
+        ch.send(&r, &[0]).unwrap();
+        ch.send(&r, &[1]).unwrap();
+        ch.drain();
+        let got: Vec<Vec<Vec<u8>>> = consumers.into_iter().map(|c| c.join().unwrap()).collect();
+        for g in &got {
+            assert!(g.windows(2).all(|w| w[0][0] < w[1][0]), "out of order at one consumer: {g:?}");
+        }
+        let mut all: Vec<u8> = got.iter().flatten().map(|m| m[0]).collect();
+        all.sort();
+        assert_eq!(all, [0, 1], "{got:?}");
+        seen.record(format!("split {}/{}", got[0].len(), got[1].len()));
+    });
+    // Both consumers take part in some executions, and either may take everything.
+    outcomes.assert_exactly(&["split 0/2", "split 1/1", "split 2/0"]);
+}
+
+/// A send races a DRAINING close: accepted and received exactly once, or refused (the caller
+/// keeps the message) and never received.
+#[test]
+fn send_close_race() {
+    let outcomes = Outcomes::default();
+    let seen = outcomes.clone();
+    model(move |spawned_first| {
+        let ch = Mpmc::new(64, 16);
+        let sender = {
+            let ch = ch.clone();
+            loom::thread::spawn(move || ch.send(&ch.ring(), &[7]))
+        };
+        let closer = {
+            let ch = ch.clone();
+            loom::thread::spawn(move || ch.drain())
+        };
+        let_spawned_run_first(spawned_first);
+        let got = ch.recv_all(&ch.ring(), 4);
+        let sent = sender.join().unwrap();
+        closer.join().unwrap();
+        match sent {
+            Ok(()) => assert_eq!(got, [vec![7]], "accepted but not delivered once"),
+            Err(PushError::Closed) => assert!(got.is_empty(), "refused but delivered"),
+            Err(e) => panic!("{e:?}"),
+        }
+        seen.record(format!("{}", if sent.is_ok() { "accepted" } else { "refused" }));
+    });
+    outcomes.assert_exactly(&["accepted", "refused"]);
+}
+
+/// A tiny ring (4 cells): a 1-cell message, then 2-cell messages, so that one needs padding to
+/// the ring's end and starts over at cell 0, racing a consumer that frees cells out of order
+/// with respect to the producer's view. A batch of two shares one claim.
+#[test]
+fn wrap_with_padding_and_a_batch() {
+    model(|spawned_first| {
+        let ch = Mpmc::new(64, 16);
+        let producer = {
+            let ch = ch.clone();
+            loom::thread::spawn(move || {
+                let r = ch.ring();
+                ch.send(&r, &[1]).unwrap(); // cell 0
+                let big = [2u8; 20]; // 28 bytes with its header: 2 cells (1, 2)
+                ch.send(&r, &big).unwrap();
+                // Cell 3 is too short for 2 cells: padding, then cells 0-1 of the next lap.
+                let (a, b) = ([3u8; 20], [4u8]);
+                let mut sent = 0;
+                let batch: [&[u8]; 2] = [&a, &b];
+                while sent < 2 {
+                    sent += ch.send_batch(&r, &batch[sent..]).unwrap();
+                }
+            })
+        };
+        let_spawned_run_first(spawned_first);
+        let r = ch.ring();
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            got.extend(ch.recv(&r, 2).unwrap());
+        }
+        producer.join().unwrap();
+        let firsts: Vec<u8> = got.iter().map(|m| m[0]).collect();
+        assert_eq!(firsts, [1, 2, 3, 4]);
+        assert_eq!((got[1].len(), got[2].len()), (20, 20));
+        assert!(got[2].iter().all(|&b| b == 3));
+    });
+}
+
+/// A producer blocked on a full ring (2 cells, 1-cell messages) must be woken by the consumer's
+/// release, and a consumer blocked on an empty ring by the producer's commit.
+#[test]
+fn no_lost_wakeup_either_way() {
+    let coverage = Outcomes::default();
+    let seen = coverage.clone();
+    model(move |spawned_first| {
+        let ch = Mpmc::new(32, 16);
+        let producer = {
+            let ch = ch.clone();
+            loom::thread::spawn(move || {
+                let r = ch.ring();
+                for i in 0..3u8 {
+                    ch.send(&r, &[i]).unwrap();
+                }
+            })
+        };
+        let_spawned_run_first(spawned_first);
+        let r = ch.ring();
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            got.extend(ch.recv(&r, 1).unwrap());
+        }
+        producer.join().unwrap();
+        assert_eq!(got, [vec![0], vec![1], vec![2]]);
+        let (rx, tx) = ch.wakes();
+        if rx > 0 {
+            seen.record("woke consumer".into());
+        }
+        if tx > 0 {
+            seen.record("woke producer".into());
+        }
+    });
+    // Both sleeping paths were reached (and every execution finished: no lost wake-up).
+    coverage.assert_exactly(&["woke consumer", "woke producer"]);
+}

@@ -593,10 +593,13 @@ impl Ring {
         self.counts.flush(received(ctl));
         let woke = wait::sleep_counted(park, &ctl.wake.rx_seq, &ctl.wake.rx_waiters, deadline, || {
             let head = ctl.consumer.head.load(Ordering::Acquire);
-            let committed = self.seq(seqs, head).load(Ordering::Acquire) == head + 1;
+            // `head + 1`: committed; beyond: another consumer took this unit after we read the
+            // head (found by loom: sleeping then is a lost wake-up, since taking a unit wakes
+            // nobody). Only a cell still waiting for its commit is worth sleeping on.
+            let uncommitted = self.seq(seqs, head).load(Ordering::Acquire) <= head;
             let raw_tail = ctl.producer.tail.load(Ordering::Acquire);
             let at_end = raw_tail & TAIL_CLOSED != 0 && raw_tail & POS_MASK == head;
-            Ok::<bool, Corrupt>(!committed && !at_end)
+            Ok::<bool, Corrupt>(uncommitted && !at_end)
         })?;
         if woke == Wake::TimedOut && deadline.passed() {
             return Err(PopError::Empty);
