@@ -150,6 +150,8 @@ pub struct Stats {
     pub senders: u32,
     /// Receiver attachments recorded in the segment.
     pub receivers: u32,
+    /// The first attachment found dead (see `Channel::dead_peer`).
+    pub dead_peer: Option<crate::DeadPeer>,
 }
 
 /// A channel segment opened (or created) by this process. Take the [`Sender`] and/or
@@ -233,7 +235,7 @@ impl std::fmt::Debug for Sender {
 
 impl Sender {
     fn push(&mut self, msg: &[u8], deadline: Deadline) -> Result<(), PushError> {
-        self.prod.send(self.shared.ctl(), &self.ring, &OsPark, msg, deadline)
+        self.prod.send(self.shared.ctl(), &self.ring, &self.shared.watch(Role::Receiver), msg, deadline)
     }
 
     fn too_large(&self, len: usize) -> bool {
@@ -347,7 +349,7 @@ impl Sender {
         if len > self.max_zero_copy() {
             return Err(SendTimeoutError::TooLarge(()));
         }
-        match self.prod.reserve(self.shared.ctl(), &OsPark, len, deadline) {
+        match self.prod.reserve(self.shared.ctl(), &self.shared.watch(Role::Receiver), len, deadline) {
             Ok(place) => Ok(SendSlot { sender: self, place }),
             Err(PushError::Full) => Err(SendTimeoutError::Timeout(())),
             Err(PushError::Closed) => Err(SendTimeoutError::Closed(())),
@@ -489,7 +491,7 @@ pub struct Discarded {
 
 impl Receiver {
     fn next(&mut self, deadline: Deadline) -> Result<Next, PopError> {
-        self.cons.next(self.shared.ctl(), &self.ring, &OsPark, deadline)
+        self.cons.next(self.shared.ctl(), &self.ring, &self.shared.watch(Role::Sender), deadline)
     }
 
     /// Take the next message into `buf` (cleared first), returning its length.

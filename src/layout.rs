@@ -12,7 +12,10 @@
 //!                                                    received counters
 //! 512     128   wake           anyone                rx_seq, tx_seq: the two futex words;
 //!                                                    rx_waiters, tx_waiters (MPSC/MPMC)
-//! 640     3456  reserved       -                     zero; room for later versions
+//! 640     512   peers          each attaching process 64 attachment slots: pid, start time, role
+//!                              (or a survivor, once  (see peers.rs); 0 = free
+//!                              the owner is dead)
+//! 1152    2944  reserved       -                     zero; room for later versions
 //! 4096    cap   ring data      sender / receiver     records (see ring/record.rs), or MPMC cells
 //! 4096+cap 8*N  cell seqs      MPMC only             one sequence word per cell (N = cap/cell)
 //! ```
@@ -95,6 +98,8 @@ pub struct LifecycleLine {
     pub t_closed: AtomicU64,
     /// MPSC: claims skipped by `unblock` because their producer died before committing.
     pub abandoned_claims: AtomicU64,
+    /// The first attachment found dead and reaped (a packed `peers::Ident`; 0 = none).
+    pub dead_peer: AtomicU64,
 }
 
 /// Line 2: written only by the producer.
@@ -140,11 +145,23 @@ pub struct RingCtl {
     pub wake: WakeLine,
 }
 
+/// Attachment slots: who is attached, as what (see `peers`). Lines 5-8.
+pub const PEER_SLOTS: usize = 64;
+
+/// Lines 5-8: one word per attachment, 0 = free, else a packed `peers::Ident` (pid, start time,
+/// role) written by the attaching process with a CAS and cleared by it when it detaches, or by a
+/// survivor that found the process dead.
+#[repr(C, align(128))]
+pub struct PeerTable {
+    pub slots: [AtomicU64; PEER_SLOTS],
+}
+
 /// The whole header as it sits at offset 0 of a segment.
 #[repr(C)]
 pub struct Header {
     pub identity: Identity,
     pub ctl: RingCtl,
+    pub peers: PeerTable,
 }
 
 impl RingCtl {
@@ -164,6 +181,7 @@ impl RingCtl {
                 t_closing: AtomicU64::new(0),
                 t_closed: AtomicU64::new(0),
                 abandoned_claims: AtomicU64::new(0),
+                dead_peer: AtomicU64::new(0),
             },
             producer: ProducerLine {
                 tail: AtomicU64::new(0),
@@ -212,8 +230,11 @@ const _: () = {
     assert!(offset_of!(LifecycleLine, discarded_msgs) == 16);
     assert!(offset_of!(LifecycleLine, t_closed) == 48);
     assert!(offset_of!(LifecycleLine, abandoned_claims) == 56);
+    assert!(offset_of!(LifecycleLine, dead_peer) == 64);
+    assert!(offset_of!(Header, peers) == 5 * LINE);
+    assert!(size_of::<PeerTable>() == 4 * LINE);
     assert!(offset_of!(WakeLine, rx_waiters) == 8);
     assert!(offset_of!(WakeLine, tx_waiters) == 12);
-    assert!(size_of::<Header>() == 5 * LINE);
+    assert!(size_of::<Header>() == 9 * LINE);
     assert!(size_of::<Header>() <= HEADER_SIZE);
 };

@@ -74,7 +74,10 @@ mod sync;
 #[cfg(not(shmq_loom))]
 mod channel;
 #[cfg(not(shmq_loom))]
-mod process;
+mod peers;
+#[cfg(not(shmq_loom))]
+#[doc(hidden)]
+pub mod process;
 #[cfg(not(shmq_loom))]
 mod segment;
 #[cfg(not(shmq_loom))]
@@ -94,6 +97,8 @@ pub use error::{
     TrySendError,
 };
 pub use lifecycle::State;
+#[cfg(not(shmq_loom))]
+pub use peers::DeadPeer;
 #[cfg(not(shmq_loom))]
 pub use segment::shm_path;
 #[cfg(not(shmq_loom))]

@@ -136,7 +136,7 @@ impl Inner {
     }
 
     fn take(&self, max: usize, deadline: Deadline) -> Result<Take, PopError> {
-        self.ring.take(self.ctl(), &self.mem, self.seqs(), &OsPark, max, deadline)
+        self.ring.take(self.ctl(), &self.mem, self.seqs(), &self.shared.watch(Role::Sender), max, deadline)
     }
 
     fn release(&self, take: &Take) {
@@ -215,7 +215,7 @@ impl Sender {
 
     fn push(&self, msg: &[u8], deadline: Deadline) -> Result<(), PushError> {
         let i = &*self.inner;
-        i.ring.send(i.ctl(), &i.mem, i.seqs(), &OsPark, &[msg], deadline).map(|_| ())
+        i.ring.send(i.ctl(), &i.mem, i.seqs(), &i.shared.watch(Role::Receiver), &[msg], deadline).map(|_| ())
     }
 
     /// Send a message, waiting while the ring is full. `Ok` means it is committed: exactly one
@@ -279,7 +279,7 @@ impl Sender {
             if refs.is_empty() {
                 return (done, Some(BatchStop::TooLarge));
             }
-            match i.ring.send(i.ctl(), &i.mem, i.seqs(), &OsPark, &refs, deadline) {
+            match i.ring.send(i.ctl(), &i.mem, i.seqs(), &i.shared.watch(Role::Receiver), &refs, deadline) {
                 Ok(n) => done += n,
                 Err(e) => return (done, Some(BatchStop::Push(e))),
             }
@@ -363,7 +363,7 @@ impl Sender {
             return Err(SendTimeoutError::TooLarge(()));
         }
         let i = &*self.inner;
-        match i.ring.reserve(i.ctl(), &i.mem, i.seqs(), &OsPark, len, deadline) {
+        match i.ring.reserve(i.ctl(), &i.mem, i.seqs(), &i.shared.watch(Role::Receiver), len, deadline) {
             Ok(res) => Ok(SendSlot { sender: self, res: Some(res) }),
             Err(PushError::Full) => Err(SendTimeoutError::Timeout(())),
             Err(PushError::Closed) => Err(SendTimeoutError::Closed(())),

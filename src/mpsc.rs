@@ -152,7 +152,7 @@ impl std::fmt::Debug for Sender {
 impl Sender {
     fn push(&self, msg: &[u8], deadline: Deadline) -> Result<(), PushError> {
         let i = &*self.inner;
-        i.prod.send(i.shared.ctl(), &i.ring, &OsPark, msg, deadline)
+        i.prod.send(i.shared.ctl(), &i.ring, &i.shared.watch(Role::Receiver), msg, deadline)
     }
 
     fn too_large(&self, len: usize) -> bool {
@@ -262,7 +262,7 @@ impl Sender {
                 return (done, Some(BatchStop::TooLarge));
             }
             if first.len() > max_whole {
-                if let Err(e) = i.prod.send(i.shared.ctl(), &i.ring, &OsPark, first, deadline) {
+                if let Err(e) = i.prod.send(i.shared.ctl(), &i.ring, &i.shared.watch(Role::Receiver), first, deadline) {
                     return (done, Some(BatchStop::Push(e)));
                 }
                 done += 1;
@@ -276,7 +276,7 @@ impl Sender {
                     .take_while(|m| m.len() <= max_whole && !self.too_large(m.len()))
                     .map(|body| Rec { kind: Kind::Whole, prefix: None, body }),
             );
-            match i.prod.push(i.shared.ctl(), &i.ring, &OsPark, &recs, deadline) {
+            match i.prod.push(i.shared.ctl(), &i.ring, &i.shared.watch(Role::Receiver), &recs, deadline) {
                 Ok(claim) => done += claim.n,
                 Err(e) => return (done, Some(BatchStop::Push(e))),
             }
@@ -333,7 +333,7 @@ impl Sender {
             return Err(SendTimeoutError::TooLarge(()));
         }
         let i = &*self.inner;
-        match i.prod.reserve(i.shared.ctl(), &i.ring, &OsPark, len, deadline) {
+        match i.prod.reserve(i.shared.ctl(), &i.ring, &i.shared.watch(Role::Receiver), len, deadline) {
             Ok(res) => Ok(SendSlot { sender: self, res: Some(res) }),
             Err(e) => Err(timeout_error((), e)),
         }
@@ -503,6 +503,19 @@ fn try_recv_error(e: PopError) -> TryRecvError {
     }
 }
 
+/// How long a receiver waits at an uncommitted claim before it checks whether every sender is
+/// gone (then the claim was abandoned by one that died, and is skipped).
+const ABANDONED_CHECK: Duration = Duration::from_millis(20);
+
+/// The earlier of two deadlines.
+fn earliest(a: Deadline, b: Deadline) -> Deadline {
+    match (a, b) {
+        (Deadline::Now, _) | (_, Deadline::Now) => Deadline::Now,
+        (Deadline::Never, x) | (x, Deadline::Never) => x,
+        (Deadline::At(x), Deadline::At(y)) => Deadline::At(x.min(y)),
+    }
+}
+
 fn recv_timeout_error(e: PopError) -> RecvTimeoutError {
     match e {
         PopError::Empty => RecvTimeoutError::Timeout,
@@ -513,7 +526,34 @@ fn recv_timeout_error(e: PopError) -> RecvTimeoutError {
 
 impl Receiver {
     fn next(&mut self, deadline: Deadline) -> Result<Next, PopError> {
-        self.cons.next(self.shared.ctl(), &self.ring, &OsPark, deadline)
+        loop {
+            // Wait in slices: a claim whose producer died is never committed, and is ours to skip
+            // once no sender is attached any more (a live sender keeps its attachment while it
+            // sends, and dead ones are reaped by the watch).
+            let slice = match deadline {
+                Deadline::Now => Deadline::Now,
+                _ => earliest(deadline, Deadline::after(ABANDONED_CHECK)),
+            };
+            match self.cons.next(self.shared.ctl(), &self.ring, &self.shared.watch(Role::Sender), slice) {
+                Err(PopError::Empty) if !deadline.passed() => {
+                    self.skip_abandoned()?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Skip a claim at the head that can never be committed: the channel is closed for sending
+    /// (no new claim can start) and no sender is attached (every one that claimed has either
+    /// committed or died and been reaped).
+    fn skip_abandoned(&mut self) -> Result<(), PopError> {
+        let ctl = self.shared.ctl();
+        if lifecycle::load(&ctl.lifecycle.state)?.is_closed_for_send()
+            && ctl.lifecycle.senders.load(Ordering::Acquire) == 0
+        {
+            self.cons.unblock(ctl, &self.ring, &OsPark)?;
+        }
+        Ok(())
     }
 
     fn take_into(&mut self, deadline: Deadline, buf: &mut Vec<u8>) -> Result<usize, PopError> {
@@ -596,8 +636,21 @@ impl Receiver {
     }
 
     fn batch(&mut self, max: usize, deadline: Deadline) -> Result<Batch<'_>, PopError> {
-        let plan = self.cons.next_batch(self.shared.ctl(), &self.ring, &OsPark, max.max(1), deadline)?;
-        Ok(Batch { rx: self, plan })
+        loop {
+            // Sliced as in `next`, for the same reason.
+            let slice = match deadline {
+                Deadline::Now => Deadline::Now,
+                _ => earliest(deadline, Deadline::after(ABANDONED_CHECK)),
+            };
+            let watch = self.shared.watch(Role::Sender);
+            match self.cons.next_batch(self.shared.ctl(), &self.ring, &watch, max.max(1), slice) {
+                Ok(plan) => return Ok(Batch { rx: self, plan }),
+                Err(PopError::Empty) if !deadline.passed() => {
+                    self.skip_abandoned()?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Receive up to `max` messages (at least one; waits for the first) and give their space back

@@ -69,29 +69,50 @@ impl Shared {
         }
     }
 
-    /// Record one more attachment of `role`. `exclusive`: fail with `RoleTaken` unless there is
-    /// none (SPSC senders and receivers, the MPSC receiver).
+    /// Record one more attachment of `role`, and who holds it (the peer table, so that a
+    /// survivor can tell when this process dies). `exclusive`: fail with `RoleTaken` unless
+    /// there is none (SPSC senders and receivers, the MPSC receiver); a holder that died is
+    /// reaped first.
     pub(crate) fn attach(&self, role: Role, exclusive: bool) -> Result<(), AttachError> {
         let word = self.role_word(role);
         if exclusive {
             // SYNC(role): AcqRel CAS; pairs with the Release decrement in `detach`, so a new
             // holder sees everything the previous one did.
-            return word
-                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
-                .map(|_| ())
-                .map_err(|_| AttachError::RoleTaken { role: role.name() });
+            let mut taken = word.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_err();
+            if taken && crate::peers::reap(self, Some(role)).unwrap_or(0) > 0 {
+                taken = word.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_err();
+            }
+            if taken {
+                return Err(AttachError::RoleTaken { role: role.name() });
+            }
+        } else {
+            // SYNC(role): as above. A count at u32::MAX is corrupt; refuse rather than wrap.
+            word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_add(1))
+                .map_err(|_| AttachError::Corrupt(Corrupt::new(format!("{} count is at its maximum", role.name()))))?;
         }
-        // SYNC(role): as above. A count at u32::MAX is corrupt; refuse rather than wrap.
-        word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_add(1))
-            .map(|_| ())
-            .map_err(|_| AttachError::Corrupt(Corrupt::new(format!("{} count is at its maximum", role.name()))))
+        crate::peers::register(self, role);
+        Ok(())
     }
 
-    /// Remove one attachment of `role`; true if it was the last one. A corrupt (zero) count is
-    /// left alone rather than wrapped, and reported as "not the last".
+    /// Remove one attachment of `role` of this process; true if it was the last one.
     pub(crate) fn detach(&self, role: Role) -> bool {
+        crate::peers::unregister(self.seg.header(), role);
+        self.count_down(role)
+    }
+
+    /// Decrement the count of `role` (an attachment went away, or died and was reaped); true if
+    /// it was the last one. A corrupt (zero) count is left alone rather than wrapped, and
+    /// reported as "not the last".
+    fn count_down(&self, role: Role) -> bool {
         // SYNC(role): Release; see `attach`.
         self.role_word(role).fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1)) == Ok(1)
+    }
+
+    /// `count_down` for a dead attachment, closing as `detach_and_close_if_last` does.
+    pub(crate) fn count_down_and_close_if_last(&self, role: Role) {
+        if self.count_down(role) {
+            close_for(self.ctl(), role);
+        }
     }
 
     /// `detach` when the caller closes the channel anyway (SPSC) or never used the role.
@@ -103,13 +124,25 @@ impl Shared {
     /// drain the backlog); the last receiver gone closes for receiving (CLOSING, sends refused).
     pub(crate) fn detach_and_close_if_last(&self, role: Role) {
         if self.detach(role) {
-            let target = match role {
-                Role::Sender => State::Draining,
-                Role::Receiver => State::Closing,
-            };
-            let _ = lifecycle::close_channel(self.ctl(), &OsPark, target);
+            close_for(self.ctl(), role);
         }
     }
+
+    /// A park for a blocked call of this channel that watches the attachments of `watch` and
+    /// notices when they die (see `peers::WatchPark`).
+    pub(crate) fn watch(&self, watch: Role) -> crate::peers::WatchPark<'_> {
+        crate::peers::WatchPark { shared: self, watch }
+    }
+}
+
+/// The last sender gone: DRAINING (receivers drain the backlog); the last receiver gone:
+/// CLOSING (sends refused).
+fn close_for(ctl: &RingCtl, role: Role) {
+    let target = match role {
+        Role::Sender => State::Draining,
+        Role::Receiver => State::Closing,
+    };
+    let _ = lifecycle::close_channel(ctl, &OsPark, target);
 }
 
 impl Drop for Shared {
@@ -159,6 +192,7 @@ pub(crate) fn stats(shared: &Shared) -> Result<Stats, Corrupt> {
         creator_pid: h.identity.creator_pid.load(Ordering::Relaxed),
         senders: ctl.lifecycle.senders.load(Ordering::Relaxed),
         receivers: ctl.lifecycle.receivers.load(Ordering::Relaxed),
+        dead_peer: crate::peers::dead_peer(h)?,
     })
 }
 
@@ -238,6 +272,15 @@ macro_rules! channel_methods {
             /// Counters, sizes, attach counts and transition times.
             pub fn stats(&self) -> Result<$crate::Stats, $crate::Corrupt> {
                 $crate::shared::stats(&self.shared)
+            }
+
+            /// The first attachment (sender or receiver) found dead, if any: its process was
+            /// killed or exited without detaching. Reaping it closed the channel for its side
+            /// if it was the last one (a dead last sender: DRAINING, the receivers get the
+            /// backlog and then end-of-stream; a dead last receiver: CLOSING, sends are
+            /// refused with their message). Blocked calls notice within about 5 ms.
+            pub fn dead_peer(&self) -> Result<Option<$crate::DeadPeer>, $crate::Corrupt> {
+                $crate::peers::dead_peer(self.shared.seg.header())
             }
 
             /// Remove the channel's name now. Processes that have it open keep working; the

@@ -1,0 +1,144 @@
+#![cfg(not(shmq_loom))] // these drive the public API, which loom builds do not have
+//! A peer process that dies (SIGKILL, no cleanup) must not wedge the survivors: blocked calls
+//! return promptly, nothing committed is lost, and `dead_peer()` names the dead process.
+//!
+//! Children are this test binary started again in a child role (see `common::Scope::spawn`);
+//! the children that "die" send SIGKILL to themselves at the chosen moment, so the parent knows
+//! exactly what they did before.
+
+mod common;
+
+use common::*;
+use shmq::{Channel, Config, RecvTimeoutError, SendError, State, mpsc};
+use std::time::{Duration, Instant};
+
+const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Far longer than detection needs (milliseconds): a receive that takes this long has hung.
+const RECV_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[test]
+#[ignore = "entry point of the child processes of the other tests; does nothing when run directly"]
+fn child_entry() {
+    let Ok(role) = std::env::var(ROLE_VAR) else { return };
+    let name = env_var("SHMQ_IT_NAME");
+    let cfg = Config::new();
+    match role.as_str() {
+        "spsc_send_then_die" => {
+            let mut tx = Channel::open(&name, &cfg).unwrap().sender().unwrap();
+            for i in 0..100u32 {
+                tx.send(i.to_le_bytes()).unwrap();
+            }
+            die();
+        }
+        "spsc_recv_one_then_die" => {
+            let mut rx = Channel::open(&name, &cfg).unwrap().receiver().unwrap();
+            rx.recv().unwrap();
+            die();
+        }
+        "mpsc_claim_then_die" => {
+            let tx = mpsc::Channel::open(&name, &cfg).unwrap().sender().unwrap();
+            let mut slot = tx.reserve(64).unwrap();
+            slot.write_at(0, &[0xEE; 32]); // half written, never committed
+            die();
+        }
+        "mpsc_send_50" => {
+            let tx = mpsc::Channel::open(&name, &cfg).unwrap().sender().unwrap();
+            for i in 0..50u32 {
+                tx.send(i.to_le_bytes()).unwrap();
+            }
+        }
+        other => panic!("unknown child role {other:?}"),
+    }
+}
+
+fn die() -> ! {
+    // SAFETY: kill(2) on our own pid; SIGKILL ends the process at once, no cleanup runs.
+    unsafe { libc::kill(std::process::id() as i32, libc::SIGKILL) };
+    unreachable!("SIGKILL did not end the process");
+}
+
+fn assert_killed(f: &Finished) {
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(f.status.signal(), Some(libc::SIGKILL), "child {:?} should have been killed\n{}", f.role, f.output());
+}
+
+/// The sender dies after committing 100 messages, without detaching: the receiver gets all 100,
+/// then end-of-stream (not a hang, not a timeout), and `dead_peer` names the sender.
+#[test]
+fn dead_sender_spsc_backlog_then_end_of_stream() {
+    let scope = Scope::new("dsend");
+    let name = scope.name("ch");
+    let ch = Channel::create(&name, &Config::new()).unwrap();
+    let mut rx = ch.receiver().unwrap();
+    let child = scope.spawn("spsc_send_then_die", &[("SHMQ_IT_NAME", &name)]);
+    let pid = child.pid();
+    let f = child.wait(CHILD_TIMEOUT);
+    assert_killed(&f);
+    for i in 0..100u32 {
+        assert_eq!(rx.recv_timeout(RECV_TIMEOUT).unwrap(), i.to_le_bytes());
+    }
+    let t0 = Instant::now();
+    assert!(matches!(rx.recv_timeout(RECV_TIMEOUT), Err(RecvTimeoutError::Closed)));
+    eprintln!("end-of-stream {:?} after the backlog", t0.elapsed());
+    let dead = ch.dead_peer().unwrap().expect("the dead sender is named");
+    assert_eq!((dead.pid, dead.was_sender), (pid, true));
+    assert_eq!(ch.stats().unwrap().senders, 0);
+    drop((rx, ch));
+    scope.finish();
+}
+
+/// The receiver dies: a sender blocked on the full ring gets `Closed` with its message back
+/// (not a hang), and `dead_peer` names the receiver.
+#[test]
+fn dead_receiver_spsc_refuses_the_blocked_sender() {
+    let scope = Scope::new("drecv");
+    let name = scope.name("ch");
+    let ch = Channel::create(&name, &Config::new().capacity(4096)).unwrap();
+    let mut tx = ch.sender().unwrap();
+    let child = scope.spawn("spsc_recv_one_then_die", &[("SHMQ_IT_NAME", &name)]);
+    let pid = child.pid();
+    tx.send(b"one").unwrap();
+    let f = child.wait(CHILD_TIMEOUT);
+    assert_killed(&f);
+    // Fill the ring until a send blocks; the watch must then notice the dead receiver.
+    let t0 = Instant::now();
+    let msg = vec![7u8; 100];
+    let refused = loop {
+        match tx.send(msg.clone()) {
+            Ok(()) => assert!(t0.elapsed() < RECV_TIMEOUT, "sends never stopped"),
+            Err(SendError::Closed(back)) => break back,
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    };
+    assert_eq!(refused, msg, "the refused message is handed back");
+    assert!(t0.elapsed() < RECV_TIMEOUT);
+    assert_eq!(ch.state().unwrap(), State::Closing);
+    let dead = ch.dead_peer().unwrap().expect("the dead receiver is named");
+    assert_eq!((dead.pid, dead.was_sender), (pid, false));
+    drop((tx, ch));
+    scope.finish();
+}
+
+/// An MPSC producer claims space and dies before committing; another producer sends 50
+/// messages after it and exits. The receiver, blocked behind the dead claim, gets all 50 and
+/// then end-of-stream: once every sender is gone (the dead one reaped), the claim is skipped.
+#[test]
+fn dead_producer_mid_claim_does_not_wedge_mpsc() {
+    let scope = Scope::new("dclaim");
+    let name = scope.name("ch");
+    let ch = mpsc::Channel::create(&name, &Config::new()).unwrap();
+    let mut rx = ch.receiver().unwrap();
+    let dead = scope.spawn("mpsc_claim_then_die", &[("SHMQ_IT_NAME", &name)]);
+    let dead_pid = dead.pid();
+    assert_killed(&dead.wait(CHILD_TIMEOUT));
+    scope.spawn("mpsc_send_50", &[("SHMQ_IT_NAME", &name)]).wait(CHILD_TIMEOUT).assert_success();
+    for i in 0..50u32 {
+        assert_eq!(rx.recv_timeout(RECV_TIMEOUT).unwrap(), i.to_le_bytes(), "message {i}");
+    }
+    assert!(matches!(rx.recv_timeout(RECV_TIMEOUT), Err(RecvTimeoutError::Closed)));
+    let d = ch.dead_peer().unwrap().expect("the dead producer is named");
+    assert_eq!((d.pid, d.was_sender), (dead_pid, true));
+    assert_eq!(ch.stats().unwrap().senders, 0);
+    drop((rx, ch));
+    scope.finish();
+}
