@@ -4,7 +4,7 @@
 //! `SHMQ_BENCH_CHILD=sender`) that attaches as the sender, sends one message and then sleeps;
 //! a thread of this process that receives it and then blocks in `recv()` with no deadline. The
 //! parent sends SIGKILL to the child and measures from just before `kill(2)` until the receiver
-//! thread's `recv` returned end-of-stream (it records its own return time). Nothing reaps the
+//! thread's `recv` returned `PeerDead` (it records its own return time). Nothing reaps the
 //! child before the receiver returns: shmq must see the zombie as dead by itself.
 //!
 //! ```text
@@ -75,7 +75,7 @@ fn one_run() -> Duration {
     let rc = unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
     let (t1, r) = receiver.join().expect("receiver thread");
-    assert!(matches!(r, Err(shmq::RecvError::Closed)), "expected end-of-stream, got {r:?}");
+    assert!(matches!(r, Err(shmq::RecvError::PeerDead(_))), "expected PeerDead, got {r:?}");
     let _ = child.wait();
     let mut out = String::new();
     let _ = child.stdout.take().map(|mut s| s.read_to_string(&mut out));

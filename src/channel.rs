@@ -254,7 +254,7 @@ impl Sender {
         }
         match self.push(msg.as_ref(), Deadline::Never) {
             Ok(()) => Ok(()),
-            Err(PushError::Closed) => Err(SendError::Closed(msg)),
+            Err(PushError::Closed) => Err(SendError::closed_or_dead(msg, self.shared.dead(Role::Receiver))),
             Err(PushError::Corrupt(c)) => Err(SendError::Corrupt(msg, c)),
             // Without a deadline the wait only ends with room, a close or corruption.
             Err(PushError::Full) => Err(SendError::Corrupt(msg, Corrupt::new("a wait without deadline timed out"))),
@@ -271,7 +271,7 @@ impl Sender {
         match self.push(msg.as_ref(), Deadline::Now) {
             Ok(()) => Ok(()),
             Err(PushError::Full) => Err(TrySendError::Full(msg)),
-            Err(PushError::Closed) => Err(TrySendError::Closed(msg)),
+            Err(PushError::Closed) => Err(TrySendError::closed_or_dead(msg, self.shared.dead(Role::Receiver))),
             Err(PushError::Corrupt(c)) => Err(TrySendError::Corrupt(msg, c)),
         }
     }
@@ -293,7 +293,7 @@ impl Sender {
         match self.push(msg.as_ref(), deadline) {
             Ok(()) => Ok(()),
             Err(PushError::Full) => Err(SendTimeoutError::Timeout(msg)),
-            Err(PushError::Closed) => Err(SendTimeoutError::Closed(msg)),
+            Err(PushError::Closed) => Err(SendTimeoutError::closed_or_dead(msg, self.shared.dead(Role::Receiver))),
             Err(PushError::Corrupt(c)) => Err(SendTimeoutError::Corrupt(msg, c)),
         }
     }
@@ -324,6 +324,7 @@ impl Sender {
                 Err(SendError::Corrupt((), Corrupt::new("a wait without deadline timed out")))
             }
             Err(SendTimeoutError::Closed(())) => Err(SendError::Closed(())),
+            Err(SendTimeoutError::PeerDead((), p)) => Err(SendError::PeerDead((), p)),
             Err(SendTimeoutError::TooLarge(())) => Err(SendError::TooLarge(())),
             Err(SendTimeoutError::Corrupt((), c)) => Err(SendError::Corrupt((), c)),
         }
@@ -335,6 +336,7 @@ impl Sender {
             Ok(slot) => Ok(slot),
             Err(SendTimeoutError::Timeout(())) => Err(TrySendError::Full(())),
             Err(SendTimeoutError::Closed(())) => Err(TrySendError::Closed(())),
+            Err(SendTimeoutError::PeerDead((), p)) => Err(TrySendError::PeerDead((), p)),
             Err(SendTimeoutError::TooLarge(())) => Err(TrySendError::TooLarge(())),
             Err(SendTimeoutError::Corrupt((), c)) => Err(TrySendError::Corrupt((), c)),
         }
@@ -352,7 +354,7 @@ impl Sender {
         match self.prod.reserve(self.shared.ctl(), &self.shared.watch(Role::Receiver), len, deadline) {
             Ok(place) => Ok(SendSlot { sender: self, place }),
             Err(PushError::Full) => Err(SendTimeoutError::Timeout(())),
-            Err(PushError::Closed) => Err(SendTimeoutError::Closed(())),
+            Err(PushError::Closed) => Err(SendTimeoutError::closed_or_dead((), self.shared.dead(Role::Receiver))),
             Err(PushError::Corrupt(c)) => Err(SendTimeoutError::Corrupt((), c)),
         }
     }
@@ -444,7 +446,7 @@ impl SendSlot<'_> {
                 let mut bytes = vec![0; len];
                 s.ring.read_bytes(self.place.off + HDR, &mut bytes);
                 Err(match e {
-                    PushError::Closed => SendError::Closed(bytes),
+                    PushError::Closed => SendError::closed_or_dead(bytes, s.shared.dead(Role::Receiver)),
                     PushError::Corrupt(c) => SendError::Corrupt(bytes, c),
                     PushError::Full => SendError::Corrupt(bytes, Corrupt::new("reserved space vanished")),
                 })
@@ -522,7 +524,7 @@ impl Receiver {
     pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
         match self.take_into(Deadline::Never, buf) {
             Ok(n) => Ok(n),
-            Err(PopError::Closed) => Err(RecvError::Closed),
+            Err(PopError::Closed) => Err(RecvError::closed_or_dead(self.shared.dead(Role::Sender))),
             Err(PopError::Corrupt(c)) => Err(RecvError::Corrupt(c)),
             Err(PopError::Empty) => Err(RecvError::Corrupt(Corrupt::new("a wait without deadline timed out"))),
         }
@@ -539,7 +541,7 @@ impl Receiver {
         match self.take_into(Deadline::Now, buf) {
             Ok(n) => Ok(n),
             Err(PopError::Empty) => Err(TryRecvError::Empty),
-            Err(PopError::Closed) => Err(TryRecvError::Closed),
+            Err(PopError::Closed) => Err(TryRecvError::closed_or_dead(self.shared.dead(Role::Sender))),
             Err(PopError::Corrupt(c)) => Err(TryRecvError::Corrupt(c)),
         }
     }
@@ -565,7 +567,7 @@ impl Receiver {
         match self.take_into(deadline, buf) {
             Ok(n) => Ok(n),
             Err(PopError::Empty) => Err(RecvTimeoutError::Timeout),
-            Err(PopError::Closed) => Err(RecvTimeoutError::Closed),
+            Err(PopError::Closed) => Err(RecvTimeoutError::closed_or_dead(self.shared.dead(Role::Sender))),
             Err(PopError::Corrupt(c)) => Err(RecvTimeoutError::Corrupt(c)),
         }
     }
@@ -587,7 +589,7 @@ impl Receiver {
     pub fn recv_ref(&mut self) -> Result<Message<'_>, RecvError> {
         match self.next(Deadline::Never) {
             Ok(next) => Ok(Message { rx: self, next }),
-            Err(PopError::Closed) => Err(RecvError::Closed),
+            Err(PopError::Closed) => Err(RecvError::closed_or_dead(self.shared.dead(Role::Sender))),
             Err(PopError::Corrupt(c)) => Err(RecvError::Corrupt(c)),
             Err(PopError::Empty) => Err(RecvError::Corrupt(Corrupt::new("a wait without deadline timed out"))),
         }
@@ -598,7 +600,7 @@ impl Receiver {
         match self.next(Deadline::Now) {
             Ok(next) => Ok(Message { rx: self, next }),
             Err(PopError::Empty) => Err(TryRecvError::Empty),
-            Err(PopError::Closed) => Err(TryRecvError::Closed),
+            Err(PopError::Closed) => Err(TryRecvError::closed_or_dead(self.shared.dead(Role::Sender))),
             Err(PopError::Corrupt(c)) => Err(TryRecvError::Corrupt(c)),
         }
     }

@@ -28,6 +28,31 @@ impl Corrupt {
     }
 }
 
+/// A process that was attached to a channel and died without detaching (killed, or exited
+/// without dropping its handles), as found in the channel's peer table.
+///
+/// ```
+/// let p = shmq::DeadPeer { pid: 4242, start_time: 1234, was_sender: true };
+/// assert_eq!(p.to_string(), "sender pid 4242 (started at tick 1234)");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DeadPeer {
+    /// Its process id (the process is gone; the number may already belong to another one).
+    pub pid: u32,
+    /// The start time of the dead process (clock ticks since boot), which tells it apart from a
+    /// later process with the same pid.
+    pub start_time: u64,
+    /// Whether it was attached as a sender (else as a receiver).
+    pub was_sender: bool,
+}
+
+impl fmt::Display for DeadPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let role = if self.was_sender { "sender" } else { "receiver" };
+        write!(f, "{role} pid {} (started at tick {})", self.pid, self.start_time)
+    }
+}
+
 macro_rules! hand_back {
     ($ty:ident { $($var:ident),* } corrupt) => {
         impl<M> $ty<M> {
@@ -36,6 +61,7 @@ macro_rules! hand_back {
                 match self {
                     $($ty::$var(m) => m,)*
                     $ty::Corrupt(m, _) => m,
+                    $ty::PeerDead(m, _) => m,
                 }
             }
         }
@@ -44,10 +70,24 @@ macro_rules! hand_back {
                 match self {
                     $($ty::$var(_) => write!(f, concat!(stringify!($ty), "::", stringify!($var), "(..)")),)*
                     $ty::Corrupt(_, c) => write!(f, concat!(stringify!($ty), "::Corrupt(.., {:?})"), c),
+                    $ty::PeerDead(_, p) => write!(f, concat!(stringify!($ty), "::PeerDead(.., {:?})"), p),
                 }
             }
         }
         impl<M> std::error::Error for $ty<M> {}
+        impl<M> $ty<M> {
+            /// `Closed`, or `PeerDead` if the channel was closed because the receiving side died.
+            pub(crate) fn closed_or_dead(m: M, dead: Option<DeadPeer>) -> Self {
+                match dead {
+                    Some(p) => $ty::PeerDead(m, p),
+                    None => $ty::Closed(m),
+                }
+            }
+            /// True for `PeerDead`.
+            pub fn is_peer_dead(&self) -> bool {
+                matches!(self, $ty::PeerDead(..))
+            }
+        }
     };
 }
 
@@ -64,6 +104,9 @@ pub enum SendError<M> {
     TooLarge(M),
     /// The segment is corrupt.
     Corrupt(M, Corrupt),
+    /// The channel is closed because every receiver died (killed, or exited without closing):
+    /// nobody will receive it. Says which process.
+    PeerDead(M, DeadPeer),
 }
 hand_back!(SendError { Closed, TooLarge } corrupt);
 
@@ -73,6 +116,7 @@ impl<M> fmt::Display for SendError<M> {
             SendError::Closed(_) => f.write_str("send refused: the channel is closed (the message is handed back)"),
             SendError::TooLarge(_) => f.write_str("send refused: message longer than the channel's max_message (create the channel with a larger Config::max_message)"),
             SendError::Corrupt(_, c) => write!(f, "send refused: {c}"),
+            SendError::PeerDead(_, p) => write!(f, "send refused: the receiving side is dead ({p}); the message is handed back"),
         }
     }
 }
@@ -92,6 +136,9 @@ pub enum TrySendError<M> {
     TooLarge(M),
     /// The segment is corrupt.
     Corrupt(M, Corrupt),
+    /// The channel is closed because every receiver died (killed, or exited without closing):
+    /// nobody will receive it. Says which process.
+    PeerDead(M, DeadPeer),
 }
 hand_back!(TrySendError { Full, Closed, TooLarge } corrupt);
 
@@ -115,6 +162,9 @@ impl<M> fmt::Display for TrySendError<M> {
             TrySendError::Closed(_) => f.write_str("send refused: the channel is closed (the message is handed back)"),
             TrySendError::TooLarge(_) => f.write_str("send refused: message longer than the channel's max_message"),
             TrySendError::Corrupt(_, c) => write!(f, "send refused: {c}"),
+            TrySendError::PeerDead(_, p) => {
+                write!(f, "send refused: the receiving side is dead ({p}); the message is handed back")
+            }
         }
     }
 }
@@ -134,6 +184,9 @@ pub enum SendTimeoutError<M> {
     TooLarge(M),
     /// The segment is corrupt.
     Corrupt(M, Corrupt),
+    /// The channel is closed because every receiver died (killed, or exited without closing):
+    /// nobody will receive it. Says which process.
+    PeerDead(M, DeadPeer),
 }
 hand_back!(SendTimeoutError { Timeout, Closed, TooLarge } corrupt);
 
@@ -159,6 +212,9 @@ impl<M> fmt::Display for SendTimeoutError<M> {
             }
             SendTimeoutError::TooLarge(_) => f.write_str("send refused: message longer than the channel's max_message"),
             SendTimeoutError::Corrupt(_, c) => write!(f, "send refused: {c}"),
+            SendTimeoutError::PeerDead(_, p) => {
+                write!(f, "send refused: the receiving side is dead ({p}); the message is handed back")
+            }
         }
     }
 }
@@ -176,6 +232,24 @@ pub enum RecvError {
     /// The segment is corrupt.
     #[error("receive failed: {0}")]
     Corrupt(#[from] Corrupt),
+    /// End of stream because every sender died (killed, or exited without closing); every
+    /// message committed before was delivered. Says which process.
+    #[error("end of stream: the sending side died ({0}); every message it committed was delivered")]
+    PeerDead(DeadPeer),
+}
+
+impl RecvError {
+    /// `Closed`, or `PeerDead` if the stream ended because the sending side died.
+    pub(crate) fn closed_or_dead(dead: Option<DeadPeer>) -> Self {
+        match dead {
+            Some(p) => RecvError::PeerDead(p),
+            None => RecvError::Closed,
+        }
+    }
+    /// True for `PeerDead`.
+    pub fn is_peer_dead(&self) -> bool {
+        matches!(self, RecvError::PeerDead(_))
+    }
 }
 
 /// Why [`Receiver::try_recv`](crate::Receiver::try_recv) returned no message.
@@ -194,9 +268,24 @@ pub enum TryRecvError {
     /// The segment is corrupt.
     #[error("receive failed: {0}")]
     Corrupt(#[from] Corrupt),
+    /// End of stream because every sender died (killed, or exited without closing); every
+    /// message committed before was delivered. Says which process.
+    #[error("end of stream: the sending side died ({0}); every message it committed was delivered")]
+    PeerDead(DeadPeer),
 }
 
 impl TryRecvError {
+    /// `Closed`, or `PeerDead` if the stream ended because the sending side died.
+    pub(crate) fn closed_or_dead(dead: Option<DeadPeer>) -> Self {
+        match dead {
+            Some(p) => TryRecvError::PeerDead(p),
+            None => TryRecvError::Closed,
+        }
+    }
+    /// True for `PeerDead`.
+    pub fn is_peer_dead(&self) -> bool {
+        matches!(self, TryRecvError::PeerDead(_))
+    }
     /// True for `Empty`.
     pub fn is_empty(&self) -> bool {
         matches!(self, TryRecvError::Empty)
@@ -223,9 +312,24 @@ pub enum RecvTimeoutError {
     /// The segment is corrupt.
     #[error("receive failed: {0}")]
     Corrupt(#[from] Corrupt),
+    /// End of stream because every sender died (killed, or exited without closing); every
+    /// message committed before was delivered. Says which process.
+    #[error("end of stream: the sending side died ({0}); every message it committed was delivered")]
+    PeerDead(DeadPeer),
 }
 
 impl RecvTimeoutError {
+    /// `Closed`, or `PeerDead` if the stream ended because the sending side died.
+    pub(crate) fn closed_or_dead(dead: Option<DeadPeer>) -> Self {
+        match dead {
+            Some(p) => RecvTimeoutError::PeerDead(p),
+            None => RecvTimeoutError::Closed,
+        }
+    }
+    /// True for `PeerDead`.
+    pub fn is_peer_dead(&self) -> bool {
+        matches!(self, RecvTimeoutError::PeerDead(_))
+    }
     /// True for `Timeout`.
     pub fn is_timeout(&self) -> bool {
         matches!(self, RecvTimeoutError::Timeout)

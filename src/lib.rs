@@ -93,12 +93,10 @@ pub mod mpsc;
 #[cfg(not(shmq_loom))]
 pub use channel::{Channel, Config, Discarded, Message, Receiver, SendSlot, Sender, Stats, max_single_record};
 pub use error::{
-    AttachError, Corrupt, RecvError, RecvTimeoutError, SegmentError, SendError, SendTimeoutError, TryRecvError,
-    TrySendError,
+    AttachError, Corrupt, DeadPeer, RecvError, RecvTimeoutError, SegmentError, SendError, SendTimeoutError,
+    TryRecvError, TrySendError,
 };
 pub use lifecycle::State;
-#[cfg(not(shmq_loom))]
-pub use peers::DeadPeer;
 #[cfg(not(shmq_loom))]
 pub use segment::shm_path;
 #[cfg(not(shmq_loom))]

@@ -42,7 +42,8 @@
 use crate::Stats;
 use crate::channel::Discarded;
 use crate::error::{
-    AttachError, Corrupt, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+    AttachError, Corrupt, DeadPeer, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
+    TrySendError,
 };
 use crate::lifecycle::{self, State};
 use crate::ring::memory::{RawRing, RingMemory};
@@ -227,7 +228,7 @@ impl Sender {
         }
         match self.push(msg.as_ref(), Deadline::Never) {
             Ok(()) => Ok(()),
-            Err(PushError::Closed) => Err(SendError::Closed(msg)),
+            Err(PushError::Closed) => Err(SendError::closed_or_dead(msg, self.inner.shared.dead(Role::Receiver))),
             Err(PushError::Corrupt(c)) => Err(SendError::Corrupt(msg, c)),
             Err(PushError::Full) => Err(SendError::Corrupt(msg, Corrupt::new("a wait without deadline timed out"))),
         }
@@ -241,7 +242,7 @@ impl Sender {
         match self.push(msg.as_ref(), Deadline::Now) {
             Ok(()) => Ok(()),
             Err(PushError::Full) => Err(TrySendError::Full(msg)),
-            Err(PushError::Closed) => Err(TrySendError::Closed(msg)),
+            Err(PushError::Closed) => Err(TrySendError::closed_or_dead(msg, self.inner.shared.dead(Role::Receiver))),
             Err(PushError::Corrupt(c)) => Err(TrySendError::Corrupt(msg, c)),
         }
     }
@@ -263,7 +264,9 @@ impl Sender {
         match self.push(msg.as_ref(), deadline) {
             Ok(()) => Ok(()),
             Err(PushError::Full) => Err(SendTimeoutError::Timeout(msg)),
-            Err(PushError::Closed) => Err(SendTimeoutError::Closed(msg)),
+            Err(PushError::Closed) => {
+                Err(SendTimeoutError::closed_or_dead(msg, self.inner.shared.dead(Role::Receiver)))
+            }
             Err(PushError::Corrupt(c)) => Err(SendTimeoutError::Corrupt(msg, c)),
         }
     }
@@ -294,7 +297,9 @@ impl Sender {
         match self.batch(msgs, Deadline::Never) {
             (_, None) => Ok(()),
             (n, Some(BatchStop::TooLarge)) => Err(SendError::TooLarge(n)),
-            (n, Some(BatchStop::Push(PushError::Closed))) => Err(SendError::Closed(n)),
+            (n, Some(BatchStop::Push(PushError::Closed))) => {
+                Err(SendError::closed_or_dead(n, self.inner.shared.dead(Role::Receiver)))
+            }
             (n, Some(BatchStop::Push(PushError::Corrupt(c)))) => Err(SendError::Corrupt(n, c)),
             (n, Some(BatchStop::Push(PushError::Full))) => {
                 Err(SendError::Corrupt(n, Corrupt::new("a wait without deadline timed out")))
@@ -309,7 +314,9 @@ impl Sender {
             (n, None) => Ok(n),
             (n, Some(BatchStop::Push(PushError::Full))) if n > 0 => Ok(n),
             (n, Some(BatchStop::Push(PushError::Full))) => Err(TrySendError::Full(n)),
-            (n, Some(BatchStop::Push(PushError::Closed))) => Err(TrySendError::Closed(n)),
+            (n, Some(BatchStop::Push(PushError::Closed))) => {
+                Err(TrySendError::closed_or_dead(n, self.inner.shared.dead(Role::Receiver)))
+            }
             (n, Some(BatchStop::Push(PushError::Corrupt(c)))) => Err(TrySendError::Corrupt(n, c)),
             (n, Some(BatchStop::TooLarge)) => Err(TrySendError::TooLarge(n)),
         }
@@ -338,6 +345,7 @@ impl Sender {
         self.reserve_with(len, Deadline::Never).map_err(|e| match e {
             SendTimeoutError::Timeout(()) => SendError::Corrupt((), Corrupt::new("a wait without deadline timed out")),
             SendTimeoutError::Closed(()) => SendError::Closed(()),
+            SendTimeoutError::PeerDead((), p) => SendError::PeerDead((), p),
             SendTimeoutError::TooLarge(()) => SendError::TooLarge(()),
             SendTimeoutError::Corrupt((), c) => SendError::Corrupt((), c),
         })
@@ -348,6 +356,7 @@ impl Sender {
         self.reserve_with(len, Deadline::Now).map_err(|e| match e {
             SendTimeoutError::Timeout(()) => TrySendError::Full(()),
             SendTimeoutError::Closed(()) => TrySendError::Closed(()),
+            SendTimeoutError::PeerDead((), p) => TrySendError::PeerDead((), p),
             SendTimeoutError::TooLarge(()) => TrySendError::TooLarge(()),
             SendTimeoutError::Corrupt((), c) => TrySendError::Corrupt((), c),
         })
@@ -366,7 +375,7 @@ impl Sender {
         match i.ring.reserve(i.ctl(), &i.mem, i.seqs(), &i.shared.watch(Role::Receiver), len, deadline) {
             Ok(res) => Ok(SendSlot { sender: self, res: Some(res) }),
             Err(PushError::Full) => Err(SendTimeoutError::Timeout(())),
-            Err(PushError::Closed) => Err(SendTimeoutError::Closed(())),
+            Err(PushError::Closed) => Err(SendTimeoutError::closed_or_dead((), self.inner.shared.dead(Role::Receiver))),
             Err(PushError::Corrupt(c)) => Err(SendTimeoutError::Corrupt((), c)),
         }
     }
@@ -491,26 +500,26 @@ impl std::fmt::Debug for Receiver {
     }
 }
 
-fn recv_error(e: PopError) -> RecvError {
+fn recv_error(e: PopError, dead: impl FnOnce() -> Option<DeadPeer>) -> RecvError {
     match e {
-        PopError::Closed => RecvError::Closed,
+        PopError::Closed => RecvError::closed_or_dead(dead()),
         PopError::Corrupt(c) => RecvError::Corrupt(c),
         PopError::Empty => RecvError::Corrupt(Corrupt::new("a wait without deadline timed out")),
     }
 }
 
-fn try_recv_error(e: PopError) -> TryRecvError {
+fn try_recv_error(e: PopError, dead: impl FnOnce() -> Option<DeadPeer>) -> TryRecvError {
     match e {
         PopError::Empty => TryRecvError::Empty,
-        PopError::Closed => TryRecvError::Closed,
+        PopError::Closed => TryRecvError::closed_or_dead(dead()),
         PopError::Corrupt(c) => TryRecvError::Corrupt(c),
     }
 }
 
-fn recv_timeout_error(e: PopError) -> RecvTimeoutError {
+fn recv_timeout_error(e: PopError, dead: impl FnOnce() -> Option<DeadPeer>) -> RecvTimeoutError {
     match e {
         PopError::Empty => RecvTimeoutError::Timeout,
-        PopError::Closed => RecvTimeoutError::Closed,
+        PopError::Closed => RecvTimeoutError::closed_or_dead(dead()),
         PopError::Corrupt(c) => RecvTimeoutError::Corrupt(c),
     }
 }
@@ -533,7 +542,7 @@ impl Receiver {
 
     /// Receive into `buf` (cleared first; its allocation is reused), waiting for a message.
     pub fn recv_into(&self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
-        self.take_into(Deadline::Never, buf).map_err(recv_error)
+        self.take_into(Deadline::Never, buf).map_err(|e| recv_error(e, || self.inner.shared.dead(Role::Sender)))
     }
 
     /// Receive a message if one is ready.
@@ -544,7 +553,7 @@ impl Receiver {
 
     /// Receive into `buf` if a message is ready.
     pub fn try_recv_into(&self, buf: &mut Vec<u8>) -> Result<usize, TryRecvError> {
-        self.take_into(Deadline::Now, buf).map_err(try_recv_error)
+        self.take_into(Deadline::Now, buf).map_err(|e| try_recv_error(e, || self.inner.shared.dead(Role::Sender)))
     }
 
     /// Receive, waiting at most `timeout`.
@@ -556,12 +565,15 @@ impl Receiver {
     /// Receive, waiting until `deadline`.
     pub fn recv_deadline(&self, deadline: Instant) -> Result<Vec<u8>, RecvTimeoutError> {
         let mut buf = Vec::new();
-        self.take_into(Deadline::At(deadline), &mut buf).map_err(recv_timeout_error).map(|_| buf)
+        self.take_into(Deadline::At(deadline), &mut buf)
+            .map_err(|e| recv_timeout_error(e, || self.inner.shared.dead(Role::Sender)))
+            .map(|_| buf)
     }
 
     /// Receive into `buf`, waiting at most `timeout`.
     pub fn recv_into_timeout(&self, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize, RecvTimeoutError> {
-        self.take_into(Deadline::after(timeout), buf).map_err(recv_timeout_error)
+        self.take_into(Deadline::after(timeout), buf)
+            .map_err(|e| recv_timeout_error(e, || self.inner.shared.dead(Role::Sender)))
     }
 
     /// Borrow the next message in place, waiting for one; its cells go back when the
@@ -576,13 +588,17 @@ impl Receiver {
     /// # Ok(()) }
     /// ```
     pub fn recv_ref(&self) -> Result<Message<'_>, RecvError> {
-        let take = self.inner.take(1, Deadline::Never).map_err(recv_error)?;
+        let take =
+            self.inner.take(1, Deadline::Never).map_err(|e| recv_error(e, || self.inner.shared.dead(Role::Sender)))?;
         Ok(Message { rx: self, take })
     }
 
     /// Borrow the next message if one is ready.
     pub fn try_recv_ref(&self) -> Result<Message<'_>, TryRecvError> {
-        let take = self.inner.take(1, Deadline::Now).map_err(try_recv_error)?;
+        let take = self
+            .inner
+            .take(1, Deadline::Now)
+            .map_err(|e| try_recv_error(e, || self.inner.shared.dead(Role::Sender)))?;
         Ok(Message { rx: self, take })
     }
 
@@ -599,19 +615,28 @@ impl Receiver {
     /// # Ok(()) }
     /// ```
     pub fn recv_batch(&self, max: usize) -> Result<Batch<'_>, RecvError> {
-        let take = self.inner.take(max, Deadline::Never).map_err(recv_error)?;
+        let take = self
+            .inner
+            .take(max, Deadline::Never)
+            .map_err(|e| recv_error(e, || self.inner.shared.dead(Role::Sender)))?;
         Ok(Batch { rx: self, take })
     }
 
     /// Take up to `max` messages if at least one is ready.
     pub fn try_recv_batch(&self, max: usize) -> Result<Batch<'_>, TryRecvError> {
-        let take = self.inner.take(max, Deadline::Now).map_err(try_recv_error)?;
+        let take = self
+            .inner
+            .take(max, Deadline::Now)
+            .map_err(|e| try_recv_error(e, || self.inner.shared.dead(Role::Sender)))?;
         Ok(Batch { rx: self, take })
     }
 
     /// Take up to `max` messages, waiting at most `timeout` for the first.
     pub fn recv_batch_timeout(&self, max: usize, timeout: Duration) -> Result<Batch<'_>, RecvTimeoutError> {
-        let take = self.inner.take(max, Deadline::after(timeout)).map_err(recv_timeout_error)?;
+        let take = self
+            .inner
+            .take(max, Deadline::after(timeout))
+            .map_err(|e| recv_timeout_error(e, || self.inner.shared.dead(Role::Sender)))?;
         Ok(Batch { rx: self, take })
     }
 

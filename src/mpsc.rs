@@ -38,7 +38,8 @@
 
 use crate::channel::Discarded;
 use crate::error::{
-    AttachError, Corrupt, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+    AttachError, Corrupt, DeadPeer, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
+    TrySendError,
 };
 use crate::lifecycle::{self, State};
 use crate::ring::memory::{RawRing, RingMemory};
@@ -171,7 +172,7 @@ impl Sender {
         }
         match self.push(msg.as_ref(), Deadline::Never) {
             Ok(()) => Ok(()),
-            Err(e) => Err(send_error(msg, e)),
+            Err(e) => Err(send_error(msg, e, || self.inner.shared.dead(Role::Receiver))),
         }
     }
 
@@ -184,7 +185,7 @@ impl Sender {
         match self.push(msg.as_ref(), Deadline::Now) {
             Ok(()) => Ok(()),
             Err(PushError::Full) => Err(TrySendError::Full(msg)),
-            Err(PushError::Closed) => Err(TrySendError::Closed(msg)),
+            Err(PushError::Closed) => Err(TrySendError::closed_or_dead(msg, self.inner.shared.dead(Role::Receiver))),
             Err(PushError::Corrupt(c)) => Err(TrySendError::Corrupt(msg, c)),
         }
     }
@@ -205,7 +206,7 @@ impl Sender {
         }
         match self.push(msg.as_ref(), deadline) {
             Ok(()) => Ok(()),
-            Err(e) => Err(timeout_error(msg, e)),
+            Err(e) => Err(timeout_error(msg, e, || self.inner.shared.dead(Role::Receiver))),
         }
     }
 
@@ -232,7 +233,7 @@ impl Sender {
         match self.batch(msgs, Deadline::Never) {
             (_, None) => Ok(()),
             (n, Some(BatchStop::TooLarge)) => Err(SendError::TooLarge(n)),
-            (n, Some(BatchStop::Push(e))) => Err(send_error(n, e)),
+            (n, Some(BatchStop::Push(e))) => Err(send_error(n, e, || self.inner.shared.dead(Role::Receiver))),
         }
     }
 
@@ -244,7 +245,9 @@ impl Sender {
             (n, None) => Ok(n),
             (n, Some(BatchStop::Push(PushError::Full))) if n > 0 => Ok(n),
             (n, Some(BatchStop::Push(PushError::Full))) => Err(TrySendError::Full(n)),
-            (n, Some(BatchStop::Push(PushError::Closed))) => Err(TrySendError::Closed(n)),
+            (n, Some(BatchStop::Push(PushError::Closed))) => {
+                Err(TrySendError::closed_or_dead(n, self.inner.shared.dead(Role::Receiver)))
+            }
             (n, Some(BatchStop::Push(PushError::Corrupt(c)))) => Err(TrySendError::Corrupt(n, c)),
             (n, Some(BatchStop::TooLarge)) => Err(TrySendError::TooLarge(n)),
         }
@@ -308,6 +311,7 @@ impl Sender {
         self.reserve_with(len, Deadline::Never).map_err(|e| match e {
             SendTimeoutError::Timeout(()) => SendError::Corrupt((), Corrupt::new("a wait without deadline timed out")),
             SendTimeoutError::Closed(()) => SendError::Closed(()),
+            SendTimeoutError::PeerDead((), p) => SendError::PeerDead((), p),
             SendTimeoutError::TooLarge(()) => SendError::TooLarge(()),
             SendTimeoutError::Corrupt((), c) => SendError::Corrupt((), c),
         })
@@ -318,6 +322,7 @@ impl Sender {
         self.reserve_with(len, Deadline::Now).map_err(|e| match e {
             SendTimeoutError::Timeout(()) => TrySendError::Full(()),
             SendTimeoutError::Closed(()) => TrySendError::Closed(()),
+            SendTimeoutError::PeerDead((), p) => TrySendError::PeerDead((), p),
             SendTimeoutError::TooLarge(()) => TrySendError::TooLarge(()),
             SendTimeoutError::Corrupt((), c) => TrySendError::Corrupt((), c),
         })
@@ -335,7 +340,7 @@ impl Sender {
         let i = &*self.inner;
         match i.prod.reserve(i.shared.ctl(), &i.ring, &i.shared.watch(Role::Receiver), len, deadline) {
             Ok(res) => Ok(SendSlot { sender: self, res: Some(res) }),
-            Err(e) => Err(timeout_error((), e)),
+            Err(e) => Err(timeout_error((), e, || self.inner.shared.dead(Role::Receiver))),
         }
     }
 
@@ -366,19 +371,19 @@ enum BatchStop {
     Push(PushError),
 }
 
-fn send_error<M>(msg: M, e: PushError) -> SendError<M> {
+fn send_error<M>(msg: M, e: PushError, dead: impl FnOnce() -> Option<DeadPeer>) -> SendError<M> {
     match e {
-        PushError::Closed => SendError::Closed(msg),
+        PushError::Closed => SendError::closed_or_dead(msg, dead()),
         PushError::Corrupt(c) => SendError::Corrupt(msg, c),
         // Without a deadline the wait only ends with room, a close or corruption.
         PushError::Full => SendError::Corrupt(msg, Corrupt::new("a wait without deadline timed out")),
     }
 }
 
-fn timeout_error<M>(msg: M, e: PushError) -> SendTimeoutError<M> {
+fn timeout_error<M>(msg: M, e: PushError, dead: impl FnOnce() -> Option<DeadPeer>) -> SendTimeoutError<M> {
     match e {
         PushError::Full => SendTimeoutError::Timeout(msg),
-        PushError::Closed => SendTimeoutError::Closed(msg),
+        PushError::Closed => SendTimeoutError::closed_or_dead(msg, dead()),
         PushError::Corrupt(c) => SendTimeoutError::Corrupt(msg, c),
     }
 }
@@ -487,18 +492,18 @@ impl std::fmt::Debug for Receiver {
     }
 }
 
-fn recv_error(e: PopError) -> RecvError {
+fn recv_error(e: PopError, dead: impl FnOnce() -> Option<DeadPeer>) -> RecvError {
     match e {
-        PopError::Closed => RecvError::Closed,
+        PopError::Closed => RecvError::closed_or_dead(dead()),
         PopError::Corrupt(c) => RecvError::Corrupt(c),
         PopError::Empty => RecvError::Corrupt(Corrupt::new("a wait without deadline timed out")),
     }
 }
 
-fn try_recv_error(e: PopError) -> TryRecvError {
+fn try_recv_error(e: PopError, dead: impl FnOnce() -> Option<DeadPeer>) -> TryRecvError {
     match e {
         PopError::Empty => TryRecvError::Empty,
-        PopError::Closed => TryRecvError::Closed,
+        PopError::Closed => TryRecvError::closed_or_dead(dead()),
         PopError::Corrupt(c) => TryRecvError::Corrupt(c),
     }
 }
@@ -516,10 +521,10 @@ fn earliest(a: Deadline, b: Deadline) -> Deadline {
     }
 }
 
-fn recv_timeout_error(e: PopError) -> RecvTimeoutError {
+fn recv_timeout_error(e: PopError, dead: impl FnOnce() -> Option<DeadPeer>) -> RecvTimeoutError {
     match e {
         PopError::Empty => RecvTimeoutError::Timeout,
-        PopError::Closed => RecvTimeoutError::Closed,
+        PopError::Closed => RecvTimeoutError::closed_or_dead(dead()),
         PopError::Corrupt(c) => RecvTimeoutError::Corrupt(c),
     }
 }
@@ -580,7 +585,7 @@ impl Receiver {
 
     /// Receive into `buf` (cleared first; its allocation is reused), waiting for a message.
     pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
-        self.take_into(Deadline::Never, buf).map_err(recv_error)
+        self.take_into(Deadline::Never, buf).map_err(|e| recv_error(e, || self.shared.dead(Role::Sender)))
     }
 
     /// Receive a message if one is ready.
@@ -591,7 +596,7 @@ impl Receiver {
 
     /// Receive into `buf` if a message is ready.
     pub fn try_recv_into(&mut self, buf: &mut Vec<u8>) -> Result<usize, TryRecvError> {
-        self.take_into(Deadline::Now, buf).map_err(try_recv_error)
+        self.take_into(Deadline::Now, buf).map_err(|e| try_recv_error(e, || self.shared.dead(Role::Sender)))
     }
 
     /// Receive, waiting at most `timeout`. Also returns (with `Timeout`) when a sender that
@@ -604,12 +609,15 @@ impl Receiver {
     /// Receive, waiting until `deadline`.
     pub fn recv_deadline(&mut self, deadline: Instant) -> Result<Vec<u8>, RecvTimeoutError> {
         let mut buf = Vec::new();
-        self.take_into(Deadline::At(deadline), &mut buf).map_err(recv_timeout_error).map(|_| buf)
+        self.take_into(Deadline::At(deadline), &mut buf)
+            .map_err(|e| recv_timeout_error(e, || self.shared.dead(Role::Sender)))
+            .map(|_| buf)
     }
 
     /// Receive into `buf`, waiting at most `timeout`.
     pub fn recv_into_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize, RecvTimeoutError> {
-        self.take_into(Deadline::after(timeout), buf).map_err(recv_timeout_error)
+        self.take_into(Deadline::after(timeout), buf)
+            .map_err(|e| recv_timeout_error(e, || self.shared.dead(Role::Sender)))
     }
 
     /// Borrow the next message in place (zero-copy for messages up to a quarter of the ring),
@@ -625,17 +633,17 @@ impl Receiver {
     /// # Ok(()) }
     /// ```
     pub fn recv_ref(&mut self) -> Result<Message<'_>, RecvError> {
-        let next = self.next(Deadline::Never).map_err(recv_error)?;
+        let next = self.next(Deadline::Never).map_err(|e| recv_error(e, || self.shared.dead(Role::Sender)))?;
         Ok(Message { rx: self, next })
     }
 
     /// Borrow the next message if one is ready.
     pub fn try_recv_ref(&mut self) -> Result<Message<'_>, TryRecvError> {
-        let next = self.next(Deadline::Now).map_err(try_recv_error)?;
+        let next = self.next(Deadline::Now).map_err(|e| try_recv_error(e, || self.shared.dead(Role::Sender)))?;
         Ok(Message { rx: self, next })
     }
 
-    fn batch(&mut self, max: usize, deadline: Deadline) -> Result<Batch<'_>, PopError> {
+    fn batch_plan(&mut self, max: usize, deadline: Deadline) -> Result<Option<BatchPlan>, PopError> {
         loop {
             // Sliced as in `next`, for the same reason.
             let slice = match deadline {
@@ -644,7 +652,7 @@ impl Receiver {
             };
             let watch = self.shared.watch(Role::Sender);
             match self.cons.next_batch(self.shared.ctl(), &self.ring, &watch, max.max(1), slice) {
-                Ok(plan) => return Ok(Batch { rx: self, plan }),
+                Ok(plan) => return Ok(plan),
                 Err(PopError::Empty) if !deadline.passed() => {
                     self.skip_abandoned()?;
                 }
@@ -669,17 +677,24 @@ impl Receiver {
     /// # Ok(()) }
     /// ```
     pub fn recv_batch(&mut self, max: usize) -> Result<Batch<'_>, RecvError> {
-        self.batch(max, Deadline::Never).map_err(recv_error)
+        let plan =
+            self.batch_plan(max, Deadline::Never).map_err(|e| recv_error(e, || self.shared.dead(Role::Sender)))?;
+        Ok(Batch { rx: self, plan })
     }
 
     /// Receive up to `max` messages if at least one is ready.
     pub fn try_recv_batch(&mut self, max: usize) -> Result<Batch<'_>, TryRecvError> {
-        self.batch(max, Deadline::Now).map_err(try_recv_error)
+        let plan =
+            self.batch_plan(max, Deadline::Now).map_err(|e| try_recv_error(e, || self.shared.dead(Role::Sender)))?;
+        Ok(Batch { rx: self, plan })
     }
 
     /// Receive up to `max` messages, waiting at most `timeout` for the first.
     pub fn recv_batch_timeout(&mut self, max: usize, timeout: Duration) -> Result<Batch<'_>, RecvTimeoutError> {
-        self.batch(max, Deadline::after(timeout)).map_err(recv_timeout_error)
+        let plan = self
+            .batch_plan(max, Deadline::after(timeout))
+            .map_err(|e| recv_timeout_error(e, || self.shared.dead(Role::Sender)))?;
+        Ok(Batch { rx: self, plan })
     }
 
     /// Skip a claim at the head of the ring whose sender died between claiming space and

@@ -23,7 +23,7 @@
 //! reaping the last receiver closes it for receiving (CLOSING: senders are refused with their
 //! message), and either wakes every waiter. [`dead_peer`] then says who died.
 
-use crate::error::Corrupt;
+use crate::error::{Corrupt, DeadPeer};
 use crate::futex::Wake;
 use crate::layout::Header;
 use crate::process::{Liveness, ProcessId};
@@ -40,18 +40,6 @@ pub const CHECK_INTERVAL: Duration = Duration::from_millis(5);
 const PID_BITS: u32 = 22;
 const START_BITS: u32 = 40;
 const ROLE_SHIFT: u32 = PID_BITS + START_BITS;
-
-/// A dead attachment found in a channel's peer table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DeadPeer {
-    /// Its process id (the process is gone; the number may already belong to another one).
-    pub pid: u32,
-    /// The start time of the dead process (clock ticks since boot), which tells it from a
-    /// later process with the same pid.
-    pub start_time: u64,
-    /// Whether it was attached as a sender (else as a receiver).
-    pub was_sender: bool,
-}
 
 fn role_bits(role: Role) -> u64 {
     match role {

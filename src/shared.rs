@@ -128,6 +128,12 @@ impl Shared {
         }
     }
 
+    /// The dead attachment recorded in the segment, if it was on side `role` (the side whose
+    /// death closed the channel for the caller). Read only on the error path.
+    pub(crate) fn dead(&self, role: Role) -> Option<crate::DeadPeer> {
+        crate::peers::dead_peer(self.seg.header()).ok().flatten().filter(|p| p.was_sender == (role == Role::Sender))
+    }
+
     /// A park for a blocked call of this channel that watches the attachments of `watch` and
     /// notices when they die (see `peers::WatchPark`).
     pub(crate) fn watch(&self, watch: Role) -> crate::peers::WatchPark<'_> {

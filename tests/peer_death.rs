@@ -63,7 +63,7 @@ fn assert_killed(f: &Finished) {
 }
 
 /// The sender dies after committing 100 messages, without detaching: the receiver gets all 100,
-/// then end-of-stream (not a hang, not a timeout), and `dead_peer` names the sender.
+/// then `PeerDead` naming the sender (not a hang, not a timeout, not a clean `Closed`).
 #[test]
 fn dead_sender_spsc_backlog_then_end_of_stream() {
     let scope = Scope::new("dsend");
@@ -78,17 +78,18 @@ fn dead_sender_spsc_backlog_then_end_of_stream() {
         assert_eq!(rx.recv_timeout(RECV_TIMEOUT).unwrap(), i.to_le_bytes());
     }
     let t0 = Instant::now();
-    assert!(matches!(rx.recv_timeout(RECV_TIMEOUT), Err(RecvTimeoutError::Closed)));
+    let end = rx.recv_timeout(RECV_TIMEOUT);
     eprintln!("end-of-stream {:?} after the backlog", t0.elapsed());
-    let dead = ch.dead_peer().unwrap().expect("the dead sender is named");
+    let Err(RecvTimeoutError::PeerDead(dead)) = end else { panic!("expected PeerDead, got {end:?}") };
     assert_eq!((dead.pid, dead.was_sender), (pid, true));
+    assert_eq!(ch.dead_peer().unwrap(), Some(dead));
     assert_eq!(ch.stats().unwrap().senders, 0);
     drop((rx, ch));
     scope.finish();
 }
 
-/// The receiver dies: a sender blocked on the full ring gets `Closed` with its message back
-/// (not a hang), and `dead_peer` names the receiver.
+/// The receiver dies: a sender blocked on the full ring gets `PeerDead` naming the receiver,
+/// with its message back (not a hang); later sends too.
 #[test]
 fn dead_receiver_spsc_refuses_the_blocked_sender() {
     let scope = Scope::new("drecv");
@@ -106,11 +107,15 @@ fn dead_receiver_spsc_refuses_the_blocked_sender() {
     let refused = loop {
         match tx.send(msg.clone()) {
             Ok(()) => assert!(t0.elapsed() < RECV_TIMEOUT, "sends never stopped"),
-            Err(SendError::Closed(back)) => break back,
+            Err(SendError::PeerDead(back, dead)) => {
+                assert_eq!((dead.pid, dead.was_sender), (pid, false));
+                break back;
+            }
             Err(e) => panic!("unexpected {e:?}"),
         }
     };
     assert_eq!(refused, msg, "the refused message is handed back");
+    assert!(matches!(tx.try_send(b"later"), Err(shmq::TrySendError::PeerDead(m, _)) if m == b"later"));
     assert!(t0.elapsed() < RECV_TIMEOUT);
     assert_eq!(ch.state().unwrap(), State::Closing);
     let dead = ch.dead_peer().unwrap().expect("the dead receiver is named");
@@ -121,7 +126,7 @@ fn dead_receiver_spsc_refuses_the_blocked_sender() {
 
 /// An MPSC producer claims space and dies before committing; another producer sends 50
 /// messages after it and exits. The receiver, blocked behind the dead claim, gets all 50 and
-/// then end-of-stream: once every sender is gone (the dead one reaped), the claim is skipped.
+/// then `PeerDead`: once every sender is gone (the dead one reaped), the claim is skipped.
 #[test]
 fn dead_producer_mid_claim_does_not_wedge_mpsc() {
     let scope = Scope::new("dclaim");
@@ -135,9 +140,10 @@ fn dead_producer_mid_claim_does_not_wedge_mpsc() {
     for i in 0..50u32 {
         assert_eq!(rx.recv_timeout(RECV_TIMEOUT).unwrap(), i.to_le_bytes(), "message {i}");
     }
-    assert!(matches!(rx.recv_timeout(RECV_TIMEOUT), Err(RecvTimeoutError::Closed)));
-    let d = ch.dead_peer().unwrap().expect("the dead producer is named");
+    let end = rx.recv_timeout(RECV_TIMEOUT);
+    let Err(RecvTimeoutError::PeerDead(d)) = end else { panic!("expected PeerDead, got {end:?}") };
     assert_eq!((d.pid, d.was_sender), (dead_pid, true));
+    assert_eq!(ch.stats().unwrap().dead_peer, Some(d));
     assert_eq!(ch.stats().unwrap().senders, 0);
     drop((rx, ch));
     scope.finish();
