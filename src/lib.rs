@@ -84,6 +84,8 @@ mod segment;
 mod shared;
 #[cfg(not(shmq_loom))]
 mod view;
+#[cfg(not(shmq_loom))]
+mod watcher;
 
 #[cfg(not(shmq_loom))]
 pub mod mpmc;

@@ -86,7 +86,7 @@ pub(crate) fn register(shared: &Shared, role: Role) -> bool {
             }
         }
         // Full: reap the attachments of dead processes and try once more.
-        if attempt == 1 || reap(shared, None).unwrap_or(0) == 0 {
+        if attempt == 1 || reap(shared.seg.header(), None).unwrap_or(0) == 0 {
             break;
         }
     }
@@ -109,8 +109,7 @@ pub(crate) fn unregister(h: &Header, role: Role) {
 /// Find dead attachments of `role` (or of either role), free their slots and detach them: the
 /// last dead sender closes the channel for sending, the last dead receiver for receiving (both
 /// wake every waiter). Returns how many were reaped. A corrupt slot is an error.
-pub(crate) fn reap(shared: &Shared, role: Option<Role>) -> Result<usize, Corrupt> {
-    let h = shared.seg.header();
+pub(crate) fn reap(h: &Header, role: Option<Role>) -> Result<usize, Corrupt> {
     let mut reaped = 0;
     for slot in &h.peers.slots {
         // SYNC(peer-slot): Acquire; the ident was published by the attaching CAS.
@@ -127,10 +126,22 @@ pub(crate) fn reap(shared: &Shared, role: Option<Role>) -> Result<usize, Corrupt
             continue;
         }
         let _ = h.ctl.lifecycle.dead_peer.compare_exchange(0, w, Ordering::AcqRel, Ordering::Relaxed);
-        shared.count_down_and_close_if_last(r);
+        crate::shared::count_down_and_close_if_last(&h.ctl, r);
         reaped += 1;
     }
     Ok(reaped)
+}
+
+/// The processes attached to a channel (a corrupt slot is skipped: `reap` reports it).
+pub(crate) fn attached(h: &Header) -> Vec<ProcessId> {
+    h.peers
+        .slots
+        .iter()
+        .filter_map(|slot| match slot.load(Ordering::Acquire) {
+            0 => None,
+            w => unpack(w).ok().map(|(id, _)| id),
+        })
+        .collect()
 }
 
 /// The first dead attachment reaped in this channel, if any.
@@ -162,7 +173,7 @@ impl Park for WatchPark<'_> {
         };
         if crate::futex::wait(word, expected, Some(slice)) == Wake::TimedOut {
             // A corrupt peer table is reported by the caller's next look at the segment.
-            let _ = reap(self.shared, Some(self.watch));
+            let _ = reap(self.shared.seg.header(), Some(self.watch));
         }
         Wake::Woken
     }

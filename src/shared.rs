@@ -41,7 +41,8 @@ pub(crate) fn flavor_name(flavor: u32) -> &'static str {
 
 /// What every handle of one channel in this process shares: the mapping.
 pub(crate) struct Shared {
-    pub(crate) seg: Segment,
+    /// Shared with the peer watcher (`watcher.rs`), which may keep the mapping a moment longer.
+    pub(crate) seg: Arc<Segment>,
     pub(crate) spin: Duration,
 }
 
@@ -54,7 +55,9 @@ impl Shared {
         // Count this process's handle in the segment (the last one out of a CLOSED channel
         // removes its name).
         seg.ctl().lifecycle.handles.fetch_add(1, Ordering::AcqRel);
-        Ok(Arc::new(Shared { seg, spin }))
+        let shared = Arc::new(Shared { seg: Arc::new(seg), spin });
+        crate::watcher::watch(&shared.seg);
+        Ok(shared)
     }
 
     pub(crate) fn ctl(&self) -> &RingCtl {
@@ -79,7 +82,7 @@ impl Shared {
             // SYNC(role): AcqRel CAS; pairs with the Release decrement in `detach`, so a new
             // holder sees everything the previous one did.
             let mut taken = word.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_err();
-            if taken && crate::peers::reap(self, Some(role)).unwrap_or(0) > 0 {
+            if taken && crate::peers::reap(self.seg.header(), Some(role)).unwrap_or(0) > 0 {
                 taken = word.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_err();
             }
             if taken {
@@ -104,15 +107,7 @@ impl Shared {
     /// it was the last one. A corrupt (zero) count is left alone rather than wrapped, and
     /// reported as "not the last".
     fn count_down(&self, role: Role) -> bool {
-        // SYNC(role): Release; see `attach`.
-        self.role_word(role).fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1)) == Ok(1)
-    }
-
-    /// `count_down` for a dead attachment, closing as `detach_and_close_if_last` does.
-    pub(crate) fn count_down_and_close_if_last(&self, role: Role) {
-        if self.count_down(role) {
-            close_for(self.ctl(), role);
-        }
+        count_down(self.ctl(), role)
     }
 
     /// `detach` when the caller closes the channel anyway (SPSC) or never used the role.
@@ -141,6 +136,24 @@ impl Shared {
     }
 }
 
+/// Decrement the attach count of `role`; true if it was the last one. A corrupt (zero) count is
+/// left alone rather than wrapped, and reported as "not the last".
+fn count_down(ctl: &RingCtl, role: Role) -> bool {
+    let word = match role {
+        Role::Sender => &ctl.lifecycle.senders,
+        Role::Receiver => &ctl.lifecycle.receivers,
+    };
+    // SYNC(role): Release; see `Shared::attach`.
+    word.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1)) == Ok(1)
+}
+
+/// `count_down` for an attachment whose process died, closing as a detach would.
+pub(crate) fn count_down_and_close_if_last(ctl: &RingCtl, role: Role) {
+    if count_down(ctl, role) {
+        close_for(ctl, role);
+    }
+}
+
 /// The last sender gone: DRAINING (receivers drain the backlog); the last receiver gone:
 /// CLOSING (sends refused).
 fn close_for(ctl: &RingCtl, role: Role) {
@@ -153,6 +166,7 @@ fn close_for(ctl: &RingCtl, role: Role) {
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        crate::watcher::unwatch(&self.seg);
         let ctl = self.seg.ctl();
         let prev = ctl.lifecycle.handles.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         let last = prev == Ok(1);

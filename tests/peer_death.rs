@@ -47,8 +47,36 @@ fn child_entry() {
                 tx.send(i.to_le_bytes()).unwrap();
             }
         }
+        "watcher_thread_lifetime" => {
+            assert_eq!(watcher_threads(), 0, "no channel yet, no watcher thread");
+            let ch = Channel::anonymous(&cfg).unwrap();
+            // The new thread names itself as it starts: give it a moment.
+            let t0 = Instant::now();
+            while watcher_threads() == 0 && t0.elapsed() < Duration::from_secs(2) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(watcher_threads(), 1, "a channel is open: one watcher thread");
+            let ch2 = mpsc::Channel::anonymous(&cfg).unwrap();
+            assert_eq!(watcher_threads(), 1, "still one thread for two channels");
+            drop((ch, ch2));
+            let t0 = Instant::now();
+            while watcher_threads() > 0 {
+                assert!(t0.elapsed() < Duration::from_secs(2), "the watcher thread outlived every channel");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            report("watcher_gone_after_ms", t0.elapsed().as_millis());
+        }
         other => panic!("unknown child role {other:?}"),
     }
+}
+
+/// Threads of this process named like shmq's peer watcher.
+fn watcher_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|c| c.trim() == "shmq-peer-watch")
+        .count()
 }
 
 fn die() -> ! {
@@ -146,5 +174,49 @@ fn dead_producer_mid_claim_does_not_wedge_mpsc() {
     assert_eq!(ch.stats().unwrap().dead_peer, Some(d));
     assert_eq!(ch.stats().unwrap().senders, 0);
     drop((rx, ch));
+    scope.finish();
+}
+
+/// A sender that never blocks (the ring has room) still learns promptly that the receiver died:
+/// the process's peer watcher holds a pidfd for it and closes the channel at once.
+#[test]
+fn non_blocking_sender_learns_of_a_dead_receiver() {
+    let scope = Scope::new("nbsend");
+    let name = scope.name("ch");
+    let ch = Channel::create(&name, &Config::new()).unwrap();
+    let mut tx = ch.sender().unwrap();
+    let child = scope.spawn("spsc_recv_one_then_die", &[("SHMQ_IT_NAME", &name)]);
+    let pid = child.pid();
+    tx.send(b"one").unwrap();
+    let f = child.wait(CHILD_TIMEOUT);
+    assert_killed(&f);
+    let t0 = Instant::now();
+    let refused = loop {
+        match tx.try_send(b"x") {
+            Ok(()) => {
+                assert!(t0.elapsed() < Duration::from_secs(5), "try_send kept succeeding after the receiver died");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(shmq::TrySendError::PeerDead(m, p)) => {
+                assert_eq!((p.pid, p.was_sender), (pid, false));
+                break m;
+            }
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    };
+    eprintln!("a non-blocking sender saw PeerDead {:?} after the receiver was reaped", t0.elapsed());
+    assert_eq!(refused, b"x");
+    drop((tx, ch));
+    scope.finish();
+}
+
+/// The watcher thread exists only while the process has channels open (checked in a child
+/// process, where no other test's channels keep it alive).
+#[test]
+fn watcher_thread_ends_with_the_last_channel() {
+    let scope = Scope::new("wthread");
+    let f = scope.spawn("watcher_thread_lifetime", &[("SHMQ_IT_NAME", "unused")]).wait(CHILD_TIMEOUT);
+    f.assert_success();
+    eprintln!("watcher thread gone {} ms after the last channel", f.report("watcher_gone_after_ms"));
     scope.finish();
 }
