@@ -41,74 +41,86 @@ const PID_BITS: u32 = 22;
 const START_BITS: u32 = 40;
 const ROLE_SHIFT: u32 = PID_BITS + START_BITS;
 
-fn role_bits(role: Role) -> u64 {
-    match role {
-        Role::Sender => 1,
-        Role::Receiver => 2,
+/// What a slot stands for: an attachment as sender or receiver, or a handle (an open channel
+/// object, counted in `handles`; a process has one per channel it opened).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Slot {
+    Attached(Role),
+    Handle,
+}
+
+fn slot_bits(slot: Slot) -> u64 {
+    match slot {
+        Slot::Attached(Role::Sender) => 1,
+        Slot::Attached(Role::Receiver) => 2,
+        Slot::Handle => 3,
     }
 }
 
-/// Pack an identity into a slot word (never 0: the role bits are non-zero).
-fn pack(id: ProcessId, role: Role) -> u64 {
+/// Pack an identity into a slot word (never 0: the kind bits are non-zero).
+fn pack(id: ProcessId, slot: Slot) -> u64 {
     let pid = u64::from(id.pid) & ((1 << PID_BITS) - 1);
     let start = id.start_time & ((1 << START_BITS) - 1);
-    pid | start << PID_BITS | role_bits(role) << ROLE_SHIFT
+    pid | start << PID_BITS | slot_bits(slot) << ROLE_SHIFT
 }
 
-/// Unpack a used slot word; an invalid one (role 0 or 3) is corrupt.
-fn unpack(word: u64) -> Result<(ProcessId, Role), Corrupt> {
-    let role = match word >> ROLE_SHIFT {
-        1 => Role::Sender,
-        2 => Role::Receiver,
-        r => return Err(Corrupt::new(format!("peer slot {word:#x} has role bits {r}"))),
+/// Unpack a used slot word; kind bits 0 are corrupt.
+fn unpack(word: u64) -> Result<(ProcessId, Slot), Corrupt> {
+    let slot = match word >> ROLE_SHIFT {
+        1 => Slot::Attached(Role::Sender),
+        2 => Slot::Attached(Role::Receiver),
+        3 => Slot::Handle,
+        r => return Err(Corrupt::new(format!("peer slot {word:#x} has kind bits {r}"))),
     };
     let pid = (word & ((1 << PID_BITS) - 1)) as u32;
     let start_time = (word >> PID_BITS) & ((1 << START_BITS) - 1);
-    Ok((ProcessId { pid, start_time }, role))
+    Ok((ProcessId { pid, start_time }, slot))
 }
 
-/// This process as an attachment of `role`, or None if /proc cannot tell our start time (then
+/// This process in a slot of kind `slot`, or None if /proc cannot tell our start time (then
 /// nobody could check our liveness either, so we do not take a slot).
-fn my_ident(role: Role) -> Option<u64> {
+fn my_ident(slot: Slot) -> Option<u64> {
     let me = ProcessId::me();
-    (me.start_time != 0).then(|| pack(me, role))
+    (me.start_time != 0).then(|| pack(me, slot))
 }
 
-/// Take a slot for a new attachment of `role`. Returns false (the attachment works but cannot
-/// be watched) if the table is full even after reaping dead attachments, or /proc is missing.
-pub(crate) fn register(shared: &Shared, role: Role) -> bool {
-    let Some(ident) = my_ident(role) else { return false };
+/// Take a slot for a new attachment or handle. Returns false (it works but cannot be watched)
+/// if the table is full even after reaping dead processes' slots, or /proc is missing.
+pub(crate) fn register(h: &Header, slot: Slot) -> bool {
+    let Some(ident) = my_ident(slot) else { return false };
     for attempt in 0..2 {
-        for slot in &shared.seg.header().peers.slots {
+        for word in &h.peers.slots {
             // SYNC(peer-slot): AcqRel CAS; pairs with the CAS that freed the slot.
-            if slot.compare_exchange(0, ident, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            if word.compare_exchange(0, ident, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                 return true;
             }
         }
-        // Full: reap the attachments of dead processes and try once more.
-        if attempt == 1 || reap(shared.seg.header(), None).unwrap_or(0) == 0 {
+        // Full: reap the slots of dead processes and try once more.
+        if attempt == 1 || reap(h, None).unwrap_or(0) == 0 {
             break;
         }
     }
     false
 }
 
-/// Free our slot for an attachment of `role` that is going away. Our attachments of one role
-/// are indistinguishable, so any slot with our identity and that role will do.
-pub(crate) fn unregister(h: &Header, role: Role) {
-    let Some(ident) = my_ident(role) else { return };
-    for slot in &h.peers.slots {
-        if slot.load(Ordering::Relaxed) == ident
-            && slot.compare_exchange(ident, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+/// Free our slot of kind `slot` (an attachment or handle going away). Our slots of one kind are
+/// indistinguishable, so any with our identity and that kind will do.
+pub(crate) fn unregister(h: &Header, slot: Slot) {
+    let Some(ident) = my_ident(slot) else { return };
+    for word in &h.peers.slots {
+        if word.load(Ordering::Relaxed) == ident
+            && word.compare_exchange(ident, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
         {
             return;
         }
     }
 }
 
-/// Find dead attachments of `role` (or of either role), free their slots and detach them: the
-/// last dead sender closes the channel for sending, the last dead receiver for receiving (both
-/// wake every waiter). Returns how many were reaped. A corrupt slot is an error.
+/// Find the slots of dead processes (only attachments of `role`, or every slot if `None`), free
+/// them and undo what they counted: a dead attachment is detached (the last dead sender closes
+/// the channel for sending, the last dead receiver for receiving; both wake every waiter), a
+/// dead handle leaves `handles` (so that the last live handle of a CLOSED channel still removes
+/// its name). Returns how many were reaped. A corrupt slot is an error.
 pub(crate) fn reap(h: &Header, role: Option<Role>) -> Result<usize, Corrupt> {
     let mut reaped = 0;
     for slot in &h.peers.slots {
@@ -117,16 +129,23 @@ pub(crate) fn reap(h: &Header, role: Option<Role>) -> Result<usize, Corrupt> {
         if w == 0 {
             continue;
         }
-        let (id, r) = unpack(w)?;
-        if role.is_some_and(|want| want != r) || id.liveness() != Liveness::Dead {
+        let (id, kind) = unpack(w)?;
+        if role.is_some_and(|want| kind != Slot::Attached(want)) || id.liveness() != Liveness::Dead {
             continue;
         }
-        // Exactly one survivor frees the slot, and only it detaches the attachment.
+        // Exactly one survivor frees the slot, and only it undoes what the slot counted.
         if slot.compare_exchange(w, 0, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             continue;
         }
-        let _ = h.ctl.lifecycle.dead_peer.compare_exchange(0, w, Ordering::AcqRel, Ordering::Relaxed);
-        crate::shared::count_down_and_close_if_last(&h.ctl, r);
+        match kind {
+            Slot::Attached(r) => {
+                let _ = h.ctl.lifecycle.dead_peer.compare_exchange(0, w, Ordering::AcqRel, Ordering::Relaxed);
+                crate::shared::count_down_and_close_if_last(&h.ctl, r);
+            }
+            Slot::Handle => {
+                let _ = h.ctl.lifecycle.handles.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
+            }
+        }
         reaped += 1;
     }
     Ok(reaped)
@@ -150,8 +169,12 @@ pub(crate) fn dead_peer(h: &Header) -> Result<Option<DeadPeer>, Corrupt> {
     if w == 0 {
         return Ok(None);
     }
-    let (id, role) = unpack(w)?;
-    Ok(Some(DeadPeer { pid: id.pid, start_time: id.start_time, was_sender: role == Role::Sender }))
+    match unpack(w)? {
+        (id, Slot::Attached(role)) => {
+            Ok(Some(DeadPeer { pid: id.pid, start_time: id.start_time, was_sender: role == Role::Sender }))
+        }
+        (_, Slot::Handle) => Err(Corrupt::new(format!("dead peer word {w:#x} names a handle"))),
+    }
 }
 
 /// The futex park of a blocked channel call that watches the other side: it sleeps in slices of
@@ -190,12 +213,11 @@ mod tests {
     #[test]
     fn pack_round_trips_and_rejects_bad_roles() {
         let id = ProcessId { pid: 4_194_303, start_time: (1 << 40) - 1 };
-        for role in [Role::Sender, Role::Receiver] {
-            let w = pack(id, role);
+        for slot in [Slot::Attached(Role::Sender), Slot::Attached(Role::Receiver), Slot::Handle] {
+            let w = pack(id, slot);
             assert_ne!(w, 0);
-            assert_eq!(unpack(w).unwrap(), (id, role));
+            assert_eq!(unpack(w).unwrap(), (id, slot));
         }
-        assert!(unpack(5).is_err());
-        assert!(unpack(3 << ROLE_SHIFT).is_err());
+        assert!(unpack(5).is_err(), "kind bits 0 are corrupt");
     }
 }

@@ -55,6 +55,7 @@ impl Shared {
         // Count this process's handle in the segment (the last one out of a CLOSED channel
         // removes its name).
         seg.ctl().lifecycle.handles.fetch_add(1, Ordering::AcqRel);
+        crate::peers::register(seg.header(), crate::peers::Slot::Handle);
         let shared = Arc::new(Shared { seg: Arc::new(seg), spin });
         crate::watcher::watch(&shared.seg);
         Ok(shared)
@@ -93,13 +94,13 @@ impl Shared {
             word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_add(1))
                 .map_err(|_| AttachError::Corrupt(Corrupt::new(format!("{} count is at its maximum", role.name()))))?;
         }
-        crate::peers::register(self, role);
+        crate::peers::register(self.seg.header(), crate::peers::Slot::Attached(role));
         Ok(())
     }
 
     /// Remove one attachment of `role` of this process; true if it was the last one.
     pub(crate) fn detach(&self, role: Role) -> bool {
-        crate::peers::unregister(self.seg.header(), role);
+        crate::peers::unregister(self.seg.header(), crate::peers::Slot::Attached(role));
         self.count_down(role)
     }
 
@@ -167,6 +168,9 @@ fn close_for(ctl: &RingCtl, role: Role) {
 impl Drop for Shared {
     fn drop(&mut self) {
         crate::watcher::unwatch(&self.seg);
+        crate::peers::unregister(self.seg.header(), crate::peers::Slot::Handle);
+        // Handles of processes that died count no more: the last live handle removes the name.
+        let _ = crate::peers::reap(self.seg.header(), None);
         let ctl = self.seg.ctl();
         let prev = ctl.lifecycle.handles.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         let last = prev == Ok(1);

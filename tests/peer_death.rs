@@ -41,8 +41,15 @@ fn child_entry() {
             slot.write_at(0, &[0xEE; 32]); // half written, never committed
             die();
         }
-        "mpsc_send_50" => {
-            let tx = mpsc::Channel::open(&name, &cfg).unwrap().sender().unwrap();
+        "mpsc_survivor_send_50" => {
+            // Attached before the other producer dies; sends once its death is known.
+            let ch = mpsc::Channel::open(&name, &cfg).unwrap();
+            let tx = ch.sender().unwrap();
+            let t0 = Instant::now();
+            while ch.dead_peer().unwrap().is_none() {
+                assert!(t0.elapsed() < CHILD_TIMEOUT, "the other producer's death was never noticed");
+                std::thread::sleep(Duration::from_millis(1));
+            }
             for i in 0..50u32 {
                 tx.send(i.to_le_bytes()).unwrap();
             }
@@ -152,8 +159,8 @@ fn dead_receiver_spsc_refuses_the_blocked_sender() {
     scope.finish();
 }
 
-/// An MPSC producer claims space and dies before committing; another producer sends 50
-/// messages after it and exits. The receiver, blocked behind the dead claim, gets all 50 and
+/// Two MPSC producers are attached; one claims space and dies before committing; the survivor
+/// (told of the death by its process's peer watcher) then sends 50 messages and exits. The receiver, blocked behind the dead claim, gets all 50 and
 /// then `PeerDead`: once every sender is gone (the dead one reaped), the claim is skipped.
 #[test]
 fn dead_producer_mid_claim_does_not_wedge_mpsc() {
@@ -161,10 +168,16 @@ fn dead_producer_mid_claim_does_not_wedge_mpsc() {
     let name = scope.name("ch");
     let ch = mpsc::Channel::create(&name, &Config::new()).unwrap();
     let mut rx = ch.receiver().unwrap();
+    let survivor = scope.spawn("mpsc_survivor_send_50", &[("SHMQ_IT_NAME", &name)]);
+    let t0 = Instant::now();
+    while ch.stats().unwrap().senders < 1 {
+        assert!(t0.elapsed() < CHILD_TIMEOUT, "the survivor never attached");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let dead = scope.spawn("mpsc_claim_then_die", &[("SHMQ_IT_NAME", &name)]);
     let dead_pid = dead.pid();
     assert_killed(&dead.wait(CHILD_TIMEOUT));
-    scope.spawn("mpsc_send_50", &[("SHMQ_IT_NAME", &name)]).wait(CHILD_TIMEOUT).assert_success();
+    survivor.wait(CHILD_TIMEOUT).assert_success();
     for i in 0..50u32 {
         assert_eq!(rx.recv_timeout(RECV_TIMEOUT).unwrap(), i.to_le_bytes(), "message {i}");
     }

@@ -30,6 +30,7 @@
 //!
 //! The parent exits non-zero if a child fails or any message is missing, reordered or corrupt.
 
+mod crash;
 mod pool;
 
 use shmq::{Channel, Config, RecvError, SendError, State, Stats};
@@ -72,13 +73,14 @@ fn main() -> ExitCode {
         Some(CHILD_FLAG) => match (args.get(2).map(String::as_str), args.get(3)) {
             (Some("producer"), Some(name)) => producer(name),
             (Some("consumer"), Some(name)) => consumer(name),
+            (Some("victim"), Some(name)) => crash::victim(name),
             (Some("runner"), Some(tasks)) => match (args.get(4), args.get(5)) {
                 (Some(events), Some(index)) => pool::runner(tasks, events, index),
                 _ => Err(format!("usage: {} {CHILD_FLAG} runner TASKS EVENTS INDEX", args[0])),
             },
             _ => Err(format!("usage: {} {CHILD_FLAG} producer|consumer NAME", args[0])),
         },
-        None => parent().and_then(|()| pool::supervise()),
+        None => parent().and_then(|()| pool::supervise()).and_then(|()| crash::supervise()),
         Some(other) => Err(format!("unexpected argument {other:?}: run the demo without arguments")),
     };
     match result {
