@@ -768,6 +768,7 @@ impl<F: Flavor> Model<F> {
                 TrySendError::Closed(m) => ("Closed", m),
                 TrySendError::TooLarge(m) => ("TooLarge", m),
                 TrySendError::Corrupt(_, c) => panic!("try_send: corrupt: {c}"),
+                TrySendError::PeerDead(_, p) => panic!("try_send: PeerDead({p}) although no process died"),
             }),
             Wait::Zero | Wait::Short | Wait::Long => {
                 let d = match wait {
@@ -780,6 +781,7 @@ impl<F: Flavor> Model<F> {
                     SendTimeoutError::Closed(m) => ("Closed", m),
                     SendTimeoutError::TooLarge(m) => ("TooLarge", m),
                     SendTimeoutError::Corrupt(_, c) => panic!("send_timeout: corrupt: {c}"),
+                    SendTimeoutError::PeerDead(_, p) => panic!("send_timeout: PeerDead({p}) although no process died"),
                 })
             }
         };
@@ -842,6 +844,7 @@ impl<F: Flavor> Model<F> {
                 n
             }
             Err(TrySendError::Corrupt(_, c)) => panic!("try_send_batch: corrupt: {c}"),
+            Err(TrySendError::PeerDead(_, p)) => panic!("try_send_batch: PeerDead({p}) although no process died"),
         };
         if n > 0 {
             assert_eq!(self.state, State::Active, "batch accepted while {:?}", self.state);
@@ -880,6 +883,7 @@ impl<F: Flavor> Model<F> {
                         assert_ne!(self.state, State::Active, "reservation refused as Closed while ACTIVE");
                     }
                     TrySendError::Corrupt((), c) => panic!("try_reserve: corrupt: {c}"),
+                    TrySendError::PeerDead(_, p) => panic!("try_reserve: PeerDead({p}) although no process died"),
                 }
                 return;
             }
@@ -1109,11 +1113,13 @@ impl<F: Flavor> Model<F> {
             TryRecvError::Empty => "Empty",
             TryRecvError::Closed => "Closed",
             TryRecvError::Corrupt(c) => panic!("receive: corrupt: {c}"),
+            TryRecvError::PeerDead(p) => panic!("receive: PeerDead({p}) although no process died"),
         };
         let to_map = |e: RecvTimeoutError| match e {
             RecvTimeoutError::Timeout => "Timeout",
             RecvTimeoutError::Closed => "Closed",
             RecvTimeoutError::Corrupt(c) => panic!("receive: corrupt: {c}"),
+            RecvTimeoutError::PeerDead(p) => panic!("receive: PeerDead({p}) although no process died"),
         };
         let res = match kind {
             RecvKind::Try => F::try_recv(rx).map_err(try_map),
@@ -1172,6 +1178,7 @@ impl<F: Flavor> Model<F> {
                     TryRecvError::Empty => "Empty",
                     TryRecvError::Closed => "Closed",
                     TryRecvError::Corrupt(c) => panic!("try_recv_batch: corrupt: {c}"),
+                    TryRecvError::PeerDead(p) => panic!("try_recv_batch: PeerDead({p}) although no process died"),
                 };
                 self.no_message(expect, what);
             }
@@ -1202,6 +1209,7 @@ impl<F: Flavor> Model<F> {
                     TryRecvError::Empty => "Empty",
                     TryRecvError::Closed => "Closed",
                     TryRecvError::Corrupt(c) => panic!("try_recv_ref: corrupt: {c}"),
+                    TryRecvError::PeerDead(p) => panic!("try_recv_ref: PeerDead({p}) although no process died"),
                 };
                 self.no_message(expect, what);
             }

@@ -271,12 +271,14 @@ impl Model {
                 SendError::Closed(m) => ("Closed", m),
                 SendError::TooLarge(m) => ("TooLarge", m),
                 SendError::Corrupt(_, c) => panic!("corrupt: {c}"),
+                SendError::PeerDead(_, p) => panic!("PeerDead({p}) although no process died"),
             }),
             SendKind::Try | SendKind::Blocking => tx.try_send(msg.clone()).map_err(|e| match e {
                 TrySendError::Full(m) => ("Full", m),
                 TrySendError::Closed(m) => ("Closed", m),
                 TrySendError::TooLarge(m) => ("TooLarge", m),
                 TrySendError::Corrupt(_, c) => panic!("corrupt: {c}"),
+                TrySendError::PeerDead(_, p) => panic!("PeerDead({p}) although no process died"),
             }),
             SendKind::TimeoutZero | SendKind::TimeoutShort => {
                 let t = if matches!(kind, SendKind::TimeoutZero) { Duration::ZERO } else { Duration::from_micros(50) };
@@ -285,6 +287,7 @@ impl Model {
                     SendTimeoutError::Closed(m) => ("Closed", m),
                     SendTimeoutError::TooLarge(m) => ("TooLarge", m),
                     SendTimeoutError::Corrupt(_, c) => panic!("corrupt: {c}"),
+                    SendTimeoutError::PeerDead(_, p) => panic!("PeerDead({p}) although no process died"),
                 })
             }
         };
@@ -318,6 +321,7 @@ impl Model {
                 return;
             }
             Err(TrySendError::Corrupt((), c)) => panic!("corrupt: {c}"),
+            Err(TrySendError::PeerDead(_, p)) => panic!("PeerDead({p}) although no process died"),
         };
         // A reservation may be granted while closed (the close is noticed at commit).
         assert!(len <= max_zc);
@@ -335,6 +339,7 @@ impl Model {
                         TryRecvError::Empty => "Empty",
                         TryRecvError::Closed => "Closed",
                         TryRecvError::Corrupt(c) => panic!("corrupt: {c}"),
+                        TryRecvError::PeerDead(p) => panic!("PeerDead({p}) although no process died"),
                     });
                     Self::check_recv(
                         &mut self.queue,
@@ -494,16 +499,19 @@ impl Model {
             TryRecvError::Empty => "Empty",
             TryRecvError::Closed => "Closed",
             TryRecvError::Corrupt(c) => panic!("corrupt: {c}"),
+            TryRecvError::PeerDead(p) => panic!("PeerDead({p}) although no process died"),
         };
         let to_map = |e: RecvTimeoutError| match e {
             RecvTimeoutError::Timeout => "Timeout",
             RecvTimeoutError::Closed => "Closed",
             RecvTimeoutError::Corrupt(c) => panic!("corrupt: {c}"),
+            RecvTimeoutError::PeerDead(p) => panic!("PeerDead({p}) although no process died"),
         };
         let r = match kind {
             RecvKind::Blocking if ready => rx.recv().map_err(|e| match e {
                 shmq::RecvError::Closed => "Closed",
                 shmq::RecvError::Corrupt(c) => panic!("corrupt: {c}"),
+                shmq::RecvError::PeerDead(p) => panic!("PeerDead({p}) although no process died"),
             }),
             RecvKind::BlockingInto if ready => {
                 let mut buf = vec![0xEE; 3]; // cleared first
@@ -515,6 +523,7 @@ impl Model {
                     .map_err(|e| match e {
                         shmq::RecvError::Closed => "Closed",
                         shmq::RecvError::Corrupt(c) => panic!("corrupt: {c}"),
+                        shmq::RecvError::PeerDead(p) => panic!("PeerDead({p}) although no process died"),
                     })
             }
             RecvKind::Try | RecvKind::Blocking | RecvKind::BlockingInto => rx.try_recv().map_err(try_map),
@@ -540,12 +549,14 @@ impl Model {
             rx.recv_ref().map_err(|e| match e {
                 shmq::RecvError::Closed => "Closed",
                 shmq::RecvError::Corrupt(c) => panic!("corrupt: {c}"),
+                shmq::RecvError::PeerDead(p) => panic!("PeerDead({p}) although no process died"),
             })
         } else {
             rx.try_recv_ref().map_err(|e| match e {
                 TryRecvError::Empty => "Empty",
                 TryRecvError::Closed => "Closed",
                 TryRecvError::Corrupt(c) => panic!("corrupt: {c}"),
+                TryRecvError::PeerDead(p) => panic!("PeerDead({p}) although no process died"),
             })
         };
         let r = r.map(|m| {
