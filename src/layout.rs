@@ -15,7 +15,10 @@
 //! 640     512   peers          each attaching process 64 attachment slots: pid, start time, role
 //!                              (or a survivor, once  (see peers.rs); 0 = free
 //!                              the owner is dead)
-//! 1152    2944  reserved       -                     zero; room for later versions
+//! 1152    128   events         anyone                8 user events (state, seq, waiters; 12 B each)
+//! 1280    128   mutexes        their owners          4 user mutexes (owner word, seq, waiters,
+//!                                                    health; 24 B each)
+//! 1408    2688  reserved       -                     zero; room for later versions
 //! 4096    cap   ring data      sender / receiver     records (see ring/record.rs), or MPMC cells
 //! 4096+cap 8*N  cell seqs      MPMC only             one sequence word per cell (N = cap/cell)
 //! ```
@@ -156,12 +159,31 @@ pub struct PeerTable {
     pub slots: [AtomicU64; PEER_SLOTS],
 }
 
+/// Cross-process events every channel segment carries (`Channel::event`).
+pub const EVENTS: usize = 8;
+/// Cross-process mutexes every channel segment carries (`Channel::mutex`).
+pub const MUTEXES: usize = 4;
+
+/// Line 9: the channel's user events (all zero = unset, nobody waiting).
+#[repr(C, align(128))]
+pub struct EventLine {
+    pub events: [crate::event::EventWords; EVENTS],
+}
+
+/// Line 10: the channel's user mutexes (all zero = free, consistent, nobody waiting).
+#[repr(C, align(128))]
+pub struct MutexLine {
+    pub mutexes: [crate::robust_mutex::MutexWords; MUTEXES],
+}
+
 /// The whole header as it sits at offset 0 of a segment.
 #[repr(C)]
 pub struct Header {
     pub identity: Identity,
     pub ctl: RingCtl,
     pub peers: PeerTable,
+    pub events: EventLine,
+    pub mutexes: MutexLine,
 }
 
 impl RingCtl {
@@ -235,6 +257,10 @@ const _: () = {
     assert!(size_of::<PeerTable>() == 4 * LINE);
     assert!(offset_of!(WakeLine, rx_waiters) == 8);
     assert!(offset_of!(WakeLine, tx_waiters) == 12);
-    assert!(size_of::<Header>() == 9 * LINE);
+    assert!(offset_of!(Header, events) == 9 * LINE);
+    assert!(offset_of!(Header, mutexes) == 10 * LINE);
+    assert!(size_of::<EventLine>() == LINE);
+    assert!(size_of::<MutexLine>() == LINE);
+    assert!(size_of::<Header>() == 11 * LINE);
     assert!(size_of::<Header>() <= HEADER_SIZE);
 };

@@ -83,14 +83,22 @@ mod segment;
 #[cfg(not(shmq_loom))]
 mod shared;
 #[cfg(not(shmq_loom))]
+mod stale;
+#[cfg(not(shmq_loom))]
+mod user_sync;
+#[cfg(not(shmq_loom))]
 mod view;
 #[cfg(not(shmq_loom))]
 mod watcher;
 
+#[doc(hidden)]
+pub mod event;
 #[cfg(not(shmq_loom))]
 pub mod mpmc;
 #[cfg(not(shmq_loom))]
 pub mod mpsc;
+#[doc(hidden)]
+pub mod robust_mutex;
 
 #[cfg(not(shmq_loom))]
 pub use channel::{Channel, Config, Discarded, Message, Receiver, SendSlot, Sender, Stats, max_single_record};
@@ -101,6 +109,10 @@ pub use error::{
 pub use lifecycle::State;
 #[cfg(not(shmq_loom))]
 pub use segment::shm_path;
+#[cfg(not(shmq_loom))]
+pub use stale::{Attachment, SegmentInfo, list_segments, remove_stale};
+#[cfg(not(shmq_loom))]
+pub use user_sync::{Event, Lock, LockError, Mutex, MutexGuard, NoSuchObject, Reset};
 #[cfg(not(shmq_loom))]
 pub use view::View;
 

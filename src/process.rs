@@ -25,9 +25,19 @@
 //! processes that see the same `/proc` (the same pid namespace, and the same time namespace,
 //! which offsets start times).
 
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
+
+/// This process's identity once known (pid 0 = not yet; see `ProcessId::me`).
+static ME_PID: AtomicU32 = AtomicU32::new(0);
+static ME_START: AtomicU64 = AtomicU64::new(0);
+static FORK_HANDLER: std::sync::Once = std::sync::Once::new();
+
+extern "C" fn forget_me_after_fork() {
+    ME_PID.store(0, Ordering::Release);
+}
 
 /// A process: its pid plus its start time, which together name one process for the life of the
 /// system (see the [module documentation](self) for why the pid alone does not).
@@ -79,6 +89,28 @@ impl ProcessId {
     /// assert!(me.start_time > 0);
     /// ```
     pub fn me() -> ProcessId {
+        // Cached per process: `me` is on the path of every attach and every mutex lock. A
+        // forked child must not inherit the parent's identity: the fork handler clears it.
+        let pid = ME_PID.load(Ordering::Acquire);
+        if pid != 0 {
+            return ProcessId { pid, start_time: ME_START.load(Ordering::Relaxed) };
+        }
+        let me = Self::me_uncached();
+        FORK_HANDLER.call_once(|| {
+            // SAFETY: registers a handler that only stores to an atomic (async-signal-safe, as
+            // a child handler after fork must be); no prepare or parent handler.
+            unsafe { libc::pthread_atfork(None, None, Some(forget_me_after_fork)) };
+        });
+        if me.start_time != 0 {
+            ME_START.store(me.start_time, Ordering::Relaxed);
+            // SYNC(me-cache): Release; pairs with the Acquire load above, so whoever sees the
+            // pid sees the start time stored before it.
+            ME_PID.store(me.pid, Ordering::Release);
+        }
+        me
+    }
+
+    fn me_uncached() -> ProcessId {
         let pid = std::process::id();
         let start_time = std::fs::read_to_string("/proc/self/stat")
             .ok()

@@ -307,6 +307,18 @@ macro_rules! channel_methods {
                 $crate::peers::dead_peer(self.shared.seg.header())
             }
 
+            /// Cross-process event number `index` (`0..8`) of this channel's segment; see
+            /// [`Event`]($crate::Event). Every process that has the channel open can use it.
+            pub fn event(&self, index: usize, reset: $crate::Reset) -> Result<$crate::Event, $crate::NoSuchObject> {
+                $crate::Event::new(&self.shared, index, reset)
+            }
+
+            /// Crash-aware cross-process mutex number `index` (`0..4`) of this channel's
+            /// segment; see [`Mutex`]($crate::Mutex).
+            pub fn mutex(&self, index: usize) -> Result<$crate::Mutex, $crate::NoSuchObject> {
+                $crate::Mutex::new(&self.shared, index)
+            }
+
             /// Remove the channel's name now. Processes that have it open keep working; the
             /// memory is freed when the last one unmaps it. Anonymous channels: `Ok(())`.
             pub fn unlink(&self) -> Result<(), $crate::SegmentError> {

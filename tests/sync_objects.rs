@@ -1,0 +1,164 @@
+#![cfg(not(shmq_loom))] // these drive the public API, which loom builds do not have
+//! The events and crash-aware mutexes of a channel segment, used by real processes: an event
+//! set in one process wakes waiters in others; a mutex excludes processes from each other; and
+//! a process killed while holding the mutex hands the next locker `OwnerDied` (never a silent
+//! recovery, never a deadlock), after which the lock is repaired or becomes unrecoverable.
+
+mod common;
+
+use common::*;
+use shmq::{Channel, Config, Lock, LockError, Reset};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::time::{Duration, Instant};
+
+const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[test]
+#[ignore = "entry point of the child processes of the other tests; does nothing when run directly"]
+fn child_entry() {
+    let Ok(role) = std::env::var(ROLE_VAR) else { return };
+    let name = env_var("SHMQ_IT_NAME");
+    let ch = Channel::open(&name, &Config::new()).unwrap();
+    match role.as_str() {
+        "wait_event" => {
+            let reset = if env_var("SHMQ_IT_RESET") == "auto" { Reset::Auto } else { Reset::Manual };
+            let ev = ch.event(2, reset).unwrap();
+            report("ready", 1);
+            let t0 = Instant::now();
+            assert!(ev.wait_timeout(Duration::from_secs(20)).unwrap(), "the event was never set");
+            report("waited_ms", t0.elapsed().as_millis());
+        }
+        "count_under_mutex" => {
+            let path = env_var("SHMQ_IT_FILE");
+            let m = ch.mutex(1).unwrap();
+            for _ in 0..500 {
+                let g = m.lock().unwrap();
+                assert!(!g.owner_died(), "nobody died here");
+                // A non-atomic read-modify-write of a file: only exclusion keeps it exact.
+                let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+                let mut s = String::new();
+                f.read_to_string(&mut s).unwrap();
+                let n: u64 = s.trim().parse().unwrap_or(0);
+                std::thread::yield_now();
+                f.seek(SeekFrom::Start(0)).unwrap();
+                write!(f, "{:020}", n + 1).unwrap();
+                drop(g);
+            }
+        }
+        "lock_then_die" => {
+            let m = ch.mutex(0).unwrap();
+            let g = m.lock().unwrap().into_guard();
+            report("locked", 1);
+            std::mem::forget(g);
+            // SAFETY: kill(2) on our own pid; SIGKILL ends the process at once.
+            unsafe { libc::kill(std::process::id() as i32, libc::SIGKILL) };
+            unreachable!();
+        }
+        other => panic!("unknown child role {other:?}"),
+    }
+}
+
+/// A manual-reset event set by this process wakes two waiting processes; an auto-reset one
+/// set once releases exactly one of two.
+#[test]
+fn events_wake_waiters_in_other_processes() {
+    let scope = Scope::new("ev");
+    let name = scope.name("ch");
+    let ch = Channel::create(&name, &Config::new()).unwrap();
+    let ev = ch.event(2, Reset::Manual).unwrap();
+    let env = [("SHMQ_IT_NAME", name.as_str()), ("SHMQ_IT_RESET", "manual")];
+    let kids = [scope.spawn("wait_event", &env), scope.spawn("wait_event", &env)];
+    std::thread::sleep(Duration::from_millis(100)); // let them block
+    assert!(!ev.set().unwrap(), "the event was not set before");
+    for k in kids {
+        let f = k.wait(CHILD_TIMEOUT);
+        f.assert_success();
+        eprintln!("manual event: a waiter returned after {} ms", f.report("waited_ms"));
+    }
+    assert!(ev.is_set().unwrap(), "a manual-reset event stays set");
+
+    let auto = ch.event(2, Reset::Auto).unwrap();
+    auto.reset().unwrap();
+    let env = [("SHMQ_IT_NAME", name.as_str()), ("SHMQ_IT_RESET", "auto")];
+    let kids = [scope.spawn("wait_event", &env), scope.spawn("wait_event", &env)];
+    std::thread::sleep(Duration::from_millis(100));
+    auto.set().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // Exactly one waiter consumed the set; the event is unset again; a second set frees the other.
+    assert!(!auto.is_set().unwrap(), "an auto-reset event is consumed");
+    auto.set().unwrap();
+    for k in kids {
+        k.wait(CHILD_TIMEOUT).assert_success();
+    }
+    assert!(!auto.is_set().unwrap());
+    drop((ev, auto, ch));
+    scope.finish();
+}
+
+/// Two processes increment a number in a file 500 times each under the mutex: exactly 1000.
+#[test]
+fn mutex_excludes_processes() {
+    let scope = Scope::new("mx");
+    let name = scope.name("ch");
+    let ch = Channel::create(&name, &Config::new()).unwrap();
+    let file = std::env::temp_dir().join(format!("shmq-mx-{}-{}", std::process::id(), name));
+    std::fs::write(&file, format!("{:020}", 0)).unwrap();
+    let env = [("SHMQ_IT_NAME", name.as_str()), ("SHMQ_IT_FILE", file.to_str().unwrap())];
+    let kids = [scope.spawn("count_under_mutex", &env), scope.spawn("count_under_mutex", &env)];
+    for k in kids {
+        k.wait(CHILD_TIMEOUT).assert_success();
+    }
+    let n: u64 = std::fs::read_to_string(&file).unwrap().trim().parse().unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(n, 1000, "increments were lost: the mutex did not exclude");
+    drop(ch);
+    scope.finish();
+}
+
+/// The owner is SIGKILLed holding the mutex: the next locker gets `OwnerDied` promptly (not a
+/// hang); after `mark_consistent` the mutex is healthy again.
+#[test]
+fn owner_died_then_repaired() {
+    let scope = Scope::new("od");
+    let name = scope.name("ch");
+    let ch = Channel::create(&name, &Config::new()).unwrap();
+    let f = scope.spawn("lock_then_die", &[("SHMQ_IT_NAME", &name)]).wait(CHILD_TIMEOUT);
+    assert_eq!(f.report("locked"), "1", "the child took the lock before dying");
+    {
+        let m = ch.mutex(0).unwrap();
+        let t0 = Instant::now();
+        let l = m.lock_timeout(Duration::from_secs(10)).unwrap();
+        eprintln!("OwnerDied after {:?}", t0.elapsed());
+        let g = match l {
+            Lock::OwnerDied(g) => g,
+            other => panic!("expected OwnerDied, got {other:?}"),
+        };
+        g.mark_consistent().unwrap();
+        drop(g);
+        assert!(!m.is_unrecoverable().unwrap());
+        assert!(matches!(m.try_lock().unwrap(), Lock::Acquired(_)), "repaired: a plain Acquired");
+    }
+    drop(ch);
+    scope.finish();
+}
+
+/// The same, but the taker does not repair: the mutex becomes unrecoverable for everyone.
+#[test]
+fn owner_died_not_repaired_is_unrecoverable() {
+    let scope = Scope::new("ur");
+    let name = scope.name("ch");
+    let ch = Channel::create(&name, &Config::new()).unwrap();
+    scope.spawn("lock_then_die", &[("SHMQ_IT_NAME", &name)]).wait(CHILD_TIMEOUT);
+    let m = ch.mutex(0).unwrap();
+    let l = m.lock_timeout(Duration::from_secs(10)).unwrap();
+    assert!(l.owner_died());
+    drop(l); // no mark_consistent
+    assert!(m.is_unrecoverable().unwrap());
+    assert!(matches!(m.lock_timeout(Duration::from_millis(100)), Err(LockError::Unrecoverable)));
+    // The other mutexes of the segment are independent.
+    assert!(matches!(ch.mutex(1).unwrap().try_lock().unwrap(), Lock::Acquired(_)));
+    assert!(ch.mutex(4).is_err(), "there are 4 mutexes");
+    assert!(ch.event(8, Reset::Auto).is_err(), "there are 8 events");
+    drop((m, ch));
+    scope.finish();
+}
