@@ -76,7 +76,6 @@ mod channel;
 #[cfg(not(shmq_loom))]
 mod peers;
 #[cfg(not(shmq_loom))]
-#[doc(hidden)]
 pub mod process;
 #[cfg(not(shmq_loom))]
 mod segment;

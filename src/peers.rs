@@ -1,13 +1,14 @@
 //! Who is attached to a channel, and what happens when one of them dies.
 //!
-//! Each attachment (a `sender()` or `receiver()` call; clones share theirs) takes one slot of the
+//! Each handle (an open channel object) and each attachment (a `sender()` or `receiver()` call;
+//! clones share theirs) takes one slot of the
 //! segment's peer table: a u64 packing the process id, the process start time and the role, so
 //! that one CAS claims or frees a slot and a reader never sees half an identity:
 //!
 //! ```text
 //! bits 0..22   pid (Linux pids are below 2^22)
 //! bits 22..62  start time of the process, clock ticks since boot (/proc/PID/stat field 22)
-//! bits 62..64  role: 1 sender, 2 receiver (0 and 3 are invalid in a used slot)
+//! bits 62..64  kind: 1 sender, 2 receiver, 3 handle (0 is invalid in a used slot)
 //! ```
 //!
 //! | word | written by | how |
