@@ -80,9 +80,10 @@ impl Channel {
     /// one attachment between threads. When the last attachment is dropped the channel drains.
     pub fn sender(&self) -> Result<Sender, AttachError> {
         let shared = self.shared.clone();
-        shared.attach(Role::Sender, false)?;
+        let slot = shared.attach(Role::Sender, false)?;
         match Producer::new(shared.ctl(), shared.seg.capacity(), shared.spin) {
             Ok(prod) => {
+                let prod = prod.with_owner(slot);
                 let ring = shared.seg.ring();
                 let max_message = shared.seg.max_message();
                 Ok(Sender { inner: Arc::new(SenderInner { shared, prod, ring, max_message }) })
@@ -548,15 +549,20 @@ impl Receiver {
         }
     }
 
-    /// Skip a claim at the head that can never be committed: the channel is closed for sending
-    /// (no new claim can start) and no sender is attached (every one that claimed has either
-    /// committed or died and been reaped).
+    /// Skip a claim at the head that can never be committed: either the channel is closed for
+    /// sending (no new claim can start) and no sender is attached (every one that claimed has
+    /// either committed or died and been reaped), or the claim's CLAIMED marker names a sender
+    /// whose process is dead.
     fn skip_abandoned(&mut self) -> Result<(), PopError> {
         let ctl = self.shared.ctl();
         if lifecycle::load(&ctl.lifecycle.state)?.is_closed_for_send()
             && ctl.lifecycle.senders.load(Ordering::Acquire) == 0
         {
             self.cons.unblock(ctl, &self.ring, &OsPark)?;
+        } else {
+            // Live senders remain: skip the claim only if its marker names a claimer that died.
+            let h = self.shared.seg.header();
+            self.cons.unblock_owned(ctl, &self.ring, &OsPark, |owner| crate::peers::claimer_gone(h, owner))?;
         }
         Ok(())
     }

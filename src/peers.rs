@@ -85,15 +85,16 @@ fn my_ident(slot: Slot) -> Option<u64> {
     (me.start_time != 0).then(|| pack(me, slot))
 }
 
-/// Take a slot for a new attachment or handle. Returns false (it works but cannot be watched)
-/// if the table is full even after reaping dead processes' slots, or /proc is missing.
-pub(crate) fn register(h: &Header, slot: Slot) -> bool {
-    let Some(ident) = my_ident(slot) else { return false };
+/// Take a slot for a new attachment or handle; returns its index, or None (it works but cannot
+/// be watched) if the table is full even after reaping dead processes' slots, or /proc is
+/// missing.
+pub(crate) fn register(h: &Header, slot: Slot) -> Option<usize> {
+    let ident = my_ident(slot)?;
     for attempt in 0..2 {
-        for word in &h.peers.slots {
+        for (i, word) in h.peers.slots.iter().enumerate() {
             // SYNC(peer-slot): AcqRel CAS; pairs with the CAS that freed the slot.
             if word.compare_exchange(0, ident, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                return true;
+                return Some(i);
             }
         }
         // Full: reap the slots of dead processes and try once more.
@@ -101,7 +102,24 @@ pub(crate) fn register(h: &Header, slot: Slot) -> bool {
             break;
         }
     }
-    false
+    None
+}
+
+/// Whether the sender attachment that held peer slot `owner - 1` when it made a claim is gone:
+/// the slot is free (its process was reaped; a live sender cannot detach in the middle of a
+/// claim) or names a dead process. A slot taken over meanwhile by a live process reads as not
+/// gone (the claim then waits for all senders to leave).
+pub(crate) fn claimer_gone(h: &Header, owner: u16) -> bool {
+    let Some(word) = (owner as usize).checked_sub(1).and_then(|i| h.peers.slots.get(i)) else {
+        return false;
+    };
+    match word.load(Ordering::Acquire) {
+        0 => true,
+        w => match unpack(w) {
+            Ok((id, Slot::Attached(Role::Sender))) => id.liveness() == Liveness::Dead,
+            _ => false,
+        },
+    }
 }
 
 /// Free our slot of kind `slot` (an attachment or handle going away). Our slots of one kind are

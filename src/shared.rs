@@ -74,10 +74,10 @@ impl Shared {
     }
 
     /// Record one more attachment of `role`, and who holds it (the peer table, so that a
-    /// survivor can tell when this process dies). `exclusive`: fail with `RoleTaken` unless
+    /// survivor can tell when this process dies); returns the peer slot taken, if any. `exclusive`: fail with `RoleTaken` unless
     /// there is none (SPSC senders and receivers, the MPSC receiver); a holder that died is
     /// reaped first.
-    pub(crate) fn attach(&self, role: Role, exclusive: bool) -> Result<(), AttachError> {
+    pub(crate) fn attach(&self, role: Role, exclusive: bool) -> Result<Option<usize>, AttachError> {
         let word = self.role_word(role);
         if exclusive {
             // SYNC(role): AcqRel CAS; pairs with the Release decrement in `detach`, so a new
@@ -94,8 +94,7 @@ impl Shared {
             word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_add(1))
                 .map_err(|_| AttachError::Corrupt(Corrupt::new(format!("{} count is at its maximum", role.name()))))?;
         }
-        crate::peers::register(self.seg.header(), crate::peers::Slot::Attached(role));
-        Ok(())
+        Ok(crate::peers::register(self.seg.header(), crate::peers::Slot::Attached(role)))
     }
 
     /// Remove one attachment of `role` of this process; true if it was the last one.

@@ -54,6 +54,22 @@ fn child_entry() {
                 tx.send(i.to_le_bytes()).unwrap();
             }
         }
+        "mpsc_survivor_stays" => {
+            // As above, but stays attached until the parent has received everything.
+            let ch = mpsc::Channel::open(&name, &cfg).unwrap();
+            let tx = ch.sender().unwrap();
+            let t0 = Instant::now();
+            while ch.dead_peer().unwrap().is_none() {
+                assert!(t0.elapsed() < CHILD_TIMEOUT, "the other producer's death was never noticed");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            for i in 0..50u32 {
+                tx.send(i.to_le_bytes()).unwrap();
+            }
+            let done = ch.event(3, shmq::Reset::Manual).unwrap();
+            assert!(done.wait_timeout(CHILD_TIMEOUT).unwrap(), "the parent never said it got everything");
+            drop(tx);
+        }
         "watcher_thread_lifetime" => {
             assert_eq!(watcher_threads(), 0, "no channel yet, no watcher thread");
             let ch = Channel::anonymous(&cfg).unwrap();
@@ -231,5 +247,37 @@ fn watcher_thread_ends_with_the_last_channel() {
     let f = scope.spawn("watcher_thread_lifetime", &[("SHMQ_IT_NAME", "unused")]).wait(CHILD_TIMEOUT);
     f.assert_success();
     eprintln!("watcher thread gone {} ms after the last channel", f.report("watcher_gone_after_ms"));
+    scope.finish();
+}
+
+/// A producer dies mid-claim while another producer stays attached and keeps sending: the
+/// receiver skips the dead one's claim (its CLAIMED marker names the dead producer's peer
+/// slot) and gets the survivor's messages while the survivor is still attached.
+#[test]
+fn dead_producer_mid_claim_while_another_stays_attached() {
+    let scope = Scope::new("dclaim2");
+    let name = scope.name("ch");
+    let ch = mpsc::Channel::create(&name, &Config::new()).unwrap();
+    let mut rx = ch.receiver().unwrap();
+    let survivor = scope.spawn("mpsc_survivor_stays", &[("SHMQ_IT_NAME", &name)]);
+    let t0 = Instant::now();
+    while ch.stats().unwrap().senders < 1 {
+        assert!(t0.elapsed() < CHILD_TIMEOUT, "the survivor never attached");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let dead = scope.spawn("mpsc_claim_then_die", &[("SHMQ_IT_NAME", &name)]);
+    assert_killed(&dead.wait(CHILD_TIMEOUT));
+    let t1 = Instant::now();
+    for i in 0..50u32 {
+        assert_eq!(rx.recv_timeout(RECV_TIMEOUT).unwrap(), i.to_le_bytes(), "message {i}");
+    }
+    eprintln!("the survivor's 50 messages arrived {:?} after the claimer died", t1.elapsed());
+    assert_eq!(ch.stats().unwrap().senders, 1, "the survivor is still attached");
+    assert_eq!(ch.state().unwrap(), State::Active, "the channel keeps working");
+    ch.event(3, shmq::Reset::Manual).unwrap().set().unwrap();
+    survivor.wait(CHILD_TIMEOUT).assert_success();
+    let end = rx.recv_timeout(RECV_TIMEOUT);
+    assert!(matches!(end, Err(RecvTimeoutError::PeerDead(_))), "{end:?}");
+    drop((rx, ch));
     scope.finish();
 }

@@ -99,6 +99,9 @@ pub struct Producer {
     /// `COUNT_FLUSH` messages (and on `flush_counts`), not per message.
     unflushed_msgs: AtomicU64,
     unflushed_bytes: AtomicU64,
+    /// Our peer slot + 1 (0: unknown), written into CLAIMED markers so that the receiver can
+    /// tell whose claim is stuck and skip it once that producer is dead.
+    owner: u16,
 }
 
 /// See `Producer::unflushed_msgs`.
@@ -121,7 +124,14 @@ impl Producer {
             pending: AtomicU32::new(0),
             unflushed_msgs: AtomicU64::new(0),
             unflushed_bytes: AtomicU64::new(0),
+            owner: 0,
         })
+    }
+
+    /// Record which peer slot this attachment holds (for the CLAIMED markers).
+    pub fn with_owner(mut self, slot: Option<usize>) -> Producer {
+        self.owner = slot.and_then(|s| u16::try_from(s + 1).ok()).unwrap_or(0);
+        self
     }
 
     /// Largest payload of one record.
@@ -237,7 +247,7 @@ impl Producer {
     fn write_claim<M: RingMemory, P: Park>(&self, ctl: &RingCtl, mem: &M, park: &P, claim: Claim, recs: &[Rec<'_>]) {
         let start_off = (claim.start & (self.cap - 1)) as usize;
         // The claim marker: what `unblock` reads if we die before the commit below.
-        mem.store_word(start_off, record::encode(Kind::Claimed, claim.extent as u32), Ordering::Relaxed);
+        mem.store_word(start_off, record::encode_claimed(claim.extent as u32, self.owner), Ordering::Relaxed);
         let mut first = 0u64;
         self.walk(claim.start, recs[..claim.n].iter().map(Rec::len), claim.extent, |spot| {
             let (off, word) = match spot {
@@ -466,7 +476,7 @@ impl Producer {
         loop {
             if let Some(claim) = self.try_claim(ctl, &[len])? {
                 let start_off = (claim.start & (self.cap - 1)) as usize;
-                mem.store_word(start_off, record::encode(Kind::Claimed, claim.extent as u32), Ordering::Relaxed);
+                mem.store_word(start_off, record::encode_claimed(claim.extent as u32, self.owner), Ordering::Relaxed);
                 let rec_off = ((claim.start + claim.extent - record::size(len) as u64) & (self.cap - 1)) as usize;
                 return Ok(Reserved { claim, off: rec_off, len });
             }
@@ -932,6 +942,32 @@ impl Consumer {
     /// same window at this moment, its claim is skipped too (Agrona's unblock has the same
     /// limit), which is why the caller must be sure a producer died.
     pub fn unblock<M: RingMemory, P: Park>(&mut self, ctl: &RingCtl, mem: &M, park: &P) -> Result<u64, Corrupt> {
+        self.unblock_if(ctl, mem, park, |_| true)
+    }
+
+    /// `unblock`, but only a claim whose CLAIMED marker names a claimer (peer slot + 1) for
+    /// which `gone` says true; a claim not marked yet, or marked by an unknown claimer, is left
+    /// alone (0 is returned). Safe while other producers live: it skips only the dead one's.
+    pub fn unblock_owned<M: RingMemory, P: Park>(
+        &mut self,
+        ctl: &RingCtl,
+        mem: &M,
+        park: &P,
+        gone: impl Fn(u16) -> bool,
+    ) -> Result<u64, Corrupt> {
+        self.unblock_if(ctl, mem, park, |raw| {
+            let owner = record::claim_owner(raw);
+            raw != 0 && owner != 0 && gone(owner)
+        })
+    }
+
+    fn unblock_if<M: RingMemory, P: Park>(
+        &mut self,
+        ctl: &RingCtl,
+        mem: &M,
+        park: &P,
+        skip: impl Fn(u64) -> bool,
+    ) -> Result<u64, Corrupt> {
         let _ = park;
         self.refresh_tail(ctl)?;
         let head = self.head;
@@ -940,6 +976,9 @@ impl Consumer {
         }
         let off = (head & (self.cap - 1)) as usize;
         let raw = mem.load_word(off, Ordering::Acquire);
+        if !skip(raw) {
+            return Ok(0);
+        }
         let extent = if raw == 0 {
             let mut pos = head + 8;
             while pos < self.cached_tail && mem.load_word((pos & (self.cap - 1)) as usize, Ordering::Acquire) == 0 {

@@ -4,7 +4,8 @@
 //! header (u64, little end first):  bits 0..32  payload length
 //!                                  bits 32..40 kind
 //!                                  bits 40..48 TAG (0xA5), catches garbage
-//!                                  bits 48..64 zero
+//!                                  bits 48..64 zero, except in CLAIMED markers: the
+//!                                              claimer's peer slot + 1 (0 = unknown)
 //! ```
 //!
 //! A message that fits in one record is `WHOLE`. A larger one travels as `FIRST` (payload starts
@@ -41,10 +42,24 @@ pub fn encode(kind: Kind, len: u32) -> u64 {
     (len as u64) | ((kind as u64) << 32) | (TAG << 40)
 }
 
+/// The CLAIMED marker of a claim of `extent` bytes by the attachment in peer slot `owner - 1`
+/// (`owner` 0: unknown).
+#[inline]
+pub fn encode_claimed(extent: u32, owner: u16) -> u64 {
+    encode(Kind::Claimed, extent) | (u64::from(owner) << 48)
+}
+
+/// The claimer recorded in a CLAIMED marker (peer slot + 1; 0 = unknown).
+#[inline]
+pub fn claim_owner(raw: u64) -> u16 {
+    (raw >> 48) as u16
+}
+
 /// Decode and check a header word read from shared memory.
 #[inline]
 pub fn decode(raw: u64) -> Result<(Kind, u32), Corrupt> {
-    if (raw >> 40) != TAG {
+    let claimed = (raw >> 32) & 0xff == Kind::Claimed as u64;
+    if (raw >> 40) & 0xff != TAG || (raw >> 48 != 0 && !claimed) {
         return Err(Corrupt::new(format!("record header {raw:#018x} has no valid tag")));
     }
     let kind = match (raw >> 32) & 0xff {
@@ -82,6 +97,12 @@ mod tests {
         assert!(decode(encode(Kind::Whole, 3) ^ (1 << 36)).is_err(), "kind 17");
         assert!(decode((TAG << 40) | (9 << 32)).is_err(), "unknown kind");
         assert!(decode((TAG << 40) | (8 << 32)).is_err(), "unknown kind");
+        // Only CLAIMED markers carry a claimer in bits 48..64.
+        let marker = encode_claimed(4096, 17);
+        assert_eq!(decode(marker).unwrap(), (Kind::Claimed, 4096));
+        assert_eq!(claim_owner(marker), 17);
+        assert_eq!(claim_owner(encode(Kind::Claimed, 8)), 0);
+        assert!(decode(encode(Kind::Whole, 8) | (17 << 48)).is_err(), "high bits on a WHOLE header");
         assert_eq!(size(0), 8);
         assert_eq!(size(1), 16);
         assert_eq!(size(8), 16);
