@@ -103,6 +103,9 @@ pub struct LifecycleLine {
     pub abandoned_claims: AtomicU64,
     /// The first attachment found dead and reaped (a packed `peers::Ident`; 0 = none).
     pub dead_peer: AtomicU64,
+    /// Bit 0: a sender has attached at some time; bit 1: a receiver has. Set before the count
+    /// is raised, never cleared (see `peers::reconcile`).
+    pub ever_attached: AtomicU32,
 }
 
 /// Line 2: written only by the producer.
@@ -204,6 +207,7 @@ impl RingCtl {
                 t_closed: AtomicU64::new(0),
                 abandoned_claims: AtomicU64::new(0),
                 dead_peer: AtomicU64::new(0),
+                ever_attached: AtomicU32::new(0),
             },
             producer: ProducerLine {
                 tail: AtomicU64::new(0),
@@ -253,6 +257,7 @@ const _: () = {
     assert!(offset_of!(LifecycleLine, t_closed) == 48);
     assert!(offset_of!(LifecycleLine, abandoned_claims) == 56);
     assert!(offset_of!(LifecycleLine, dead_peer) == 64);
+    assert!(offset_of!(LifecycleLine, ever_attached) == 72);
     assert!(offset_of!(Header, peers) == 5 * LINE);
     assert!(size_of::<PeerTable>() == 4 * LINE);
     assert!(offset_of!(WakeLine, rx_waiters) == 8);

@@ -170,6 +170,78 @@ pub(crate) fn reap(h: &Header, role: Option<Role>) -> Result<usize, Corrupt> {
     Ok(reaped)
 }
 
+/// `LifecycleLine::ever_attached` bit of `role`.
+pub(crate) fn ever_bit(role: Role) -> u32 {
+    match role {
+        Role::Sender => 1,
+        Role::Receiver => 2,
+    }
+}
+
+/// How long the attach count of a role may disagree with the peer table before this process
+/// repairs it. Attaching raises the count and then takes a slot; detaching frees the slot, then
+/// lowers the count, then closes the channel if it was the last: a few instructions apart, so a
+/// disagreement that lasts this long means the process was killed in between.
+const RECONCILE_AFTER: Duration = Duration::from_millis(100);
+
+/// Repair what a process killed in the middle of attaching or detaching as `role` left: a count
+/// above the number of `role` slots (the count is lowered to it), or no attachment left at all
+/// on a side that had one while the channel is still open for it (closed as the last detach
+/// would have). Only when the table is not full and this process could register itself (else
+/// attachments without a slot are legitimate), and only after the disagreement has lasted
+/// [`RECONCILE_AFTER`].
+pub(crate) fn reconcile(shared: &Shared, role: Role) {
+    let h = shared.seg.header();
+    let l = &h.ctl.lifecycle;
+    let mut used = 0;
+    let mut of_role = 0u32;
+    for word in &h.peers.slots {
+        let w = word.load(Ordering::Acquire);
+        if w != 0 {
+            used += 1;
+            if let Ok((_, Slot::Attached(r))) = unpack(w)
+                && r == role
+            {
+                of_role += 1;
+            }
+        }
+    }
+    let count_word = match role {
+        Role::Sender => &l.senders,
+        Role::Receiver => &l.receivers,
+    };
+    let count = count_word.load(Ordering::Acquire);
+    let Ok(state) = crate::lifecycle::load(&l.state) else { return };
+    let open_for_role = match role {
+        Role::Sender => !state.is_closed_for_send(),
+        Role::Receiver => state < crate::lifecycle::State::Closing,
+    };
+    let ever = l.ever_attached.load(Ordering::Acquire) & ever_bit(role) != 0;
+    let trustworthy = used < h.peers.slots.len() && ProcessId::me().start_time != 0;
+    let off = count > of_role || (count == 0 && of_role == 0 && ever && open_for_role);
+    let since = &shared.suspect_since[role as usize];
+    if !trustworthy || !off {
+        since.store(0, Ordering::Relaxed);
+        return;
+    }
+    let now = crate::clock::monotonic_ns().max(1);
+    let first = since.load(Ordering::Relaxed);
+    if first == 0 {
+        since.store(now, Ordering::Relaxed);
+        return;
+    }
+    if now - first < RECONCILE_AFTER.as_nanos() as u64 {
+        return;
+    }
+    since.store(0, Ordering::Relaxed);
+    if count > of_role {
+        let _ = count_word.compare_exchange(count, of_role, Ordering::AcqRel, Ordering::Relaxed);
+    }
+    if of_role == 0 && open_for_role {
+        crate::shared::close_side(&h.ctl, role);
+    }
+}
+
 /// The processes attached to a channel (a corrupt slot is skipped: `reap` reports it).
 pub(crate) fn attached(h: &Header) -> Vec<ProcessId> {
     h.peers
@@ -216,6 +288,7 @@ impl Park for WatchPark<'_> {
         if crate::futex::wait(word, expected, Some(slice)) == Wake::TimedOut {
             // A corrupt peer table is reported by the caller's next look at the segment.
             let _ = reap(self.shared.seg.header(), Some(self.watch));
+            reconcile(self.shared, self.watch);
         }
         Wake::Woken
     }

@@ -43,6 +43,9 @@ pub(crate) fn flavor_name(flavor: u32) -> &'static str {
 pub(crate) struct Shared {
     /// Shared with the peer watcher (`watcher.rs`), which may keep the mapping a moment longer.
     pub(crate) seg: Arc<Segment>,
+    /// Per role (sender, receiver): when this process first saw the attach count disagree with
+    /// the peer table (CLOCK_MONOTONIC ns; 0 = it agrees). See `peers::reconcile`.
+    pub(crate) suspect_since: [crate::sync::AtomicU64; 2],
     pub(crate) spin: Duration,
 }
 
@@ -56,7 +59,8 @@ impl Shared {
         // removes its name).
         seg.ctl().lifecycle.handles.fetch_add(1, Ordering::AcqRel);
         crate::peers::register(seg.header(), crate::peers::Slot::Handle);
-        let shared = Arc::new(Shared { seg: Arc::new(seg), spin });
+        let suspect_since = [crate::sync::AtomicU64::new(0), crate::sync::AtomicU64::new(0)];
+        let shared = Arc::new(Shared { seg: Arc::new(seg), spin, suspect_since });
         crate::watcher::watch(&shared.seg);
         Ok(shared)
     }
@@ -79,6 +83,7 @@ impl Shared {
     /// reaped first.
     pub(crate) fn attach(&self, role: Role, exclusive: bool) -> Result<Option<usize>, AttachError> {
         let word = self.role_word(role);
+        self.ctl().lifecycle.ever_attached.fetch_or(crate::peers::ever_bit(role), Ordering::AcqRel);
         if exclusive {
             // SYNC(role): AcqRel CAS; pairs with the Release decrement in `detach`, so a new
             // holder sees everything the previous one did.
@@ -145,6 +150,11 @@ fn count_down(ctl: &RingCtl, role: Role) -> bool {
     };
     // SYNC(role): Release; see `Shared::attach`.
     word.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1)) == Ok(1)
+}
+
+/// Close the channel for the side `role` (its last attachment is gone).
+pub(crate) fn close_side(ctl: &RingCtl, role: Role) {
+    close_for(ctl, role);
 }
 
 /// `count_down` for an attachment whose process died, closing as a detach would.
