@@ -152,6 +152,9 @@ pub struct Stats {
     pub receivers: u32,
     /// The first attachment found dead (see `Channel::dead_peer`).
     pub dead_peer: Option<crate::DeadPeer>,
+    /// MPSC: claims of producers that died before committing them, skipped by the receiver
+    /// (each was one send that never completed, so none of it was delivered).
+    pub abandoned_claims: u64,
 }
 
 /// A channel segment opened (or created) by this process. Take the [`Sender`] and/or

@@ -226,6 +226,7 @@ pub(crate) fn stats(shared: &Shared) -> Result<Stats, Corrupt> {
         senders: ctl.lifecycle.senders.load(Ordering::Relaxed),
         receivers: ctl.lifecycle.receivers.load(Ordering::Relaxed),
         dead_peer: crate::peers::dead_peer(h)?,
+        abandoned_claims: r(&ctl.lifecycle.abandoned_claims),
     })
 }
 

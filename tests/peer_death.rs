@@ -273,6 +273,7 @@ fn dead_producer_mid_claim_while_another_stays_attached() {
     }
     eprintln!("the survivor's 50 messages arrived {:?} after the claimer died", t1.elapsed());
     assert_eq!(ch.stats().unwrap().senders, 1, "the survivor is still attached");
+    assert_eq!(ch.stats().unwrap().abandoned_claims, 1, "the receiver counted the dead claim");
     assert_eq!(ch.state().unwrap(), State::Active, "the channel keeps working");
     ch.event(3, shmq::Reset::Manual).unwrap().set().unwrap();
     survivor.wait(CHILD_TIMEOUT).assert_success();

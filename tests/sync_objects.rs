@@ -54,6 +54,21 @@ fn child_entry() {
             unsafe { libc::kill(std::process::id() as i32, libc::SIGKILL) };
             unreachable!();
         }
+        "mutex_loop" => {
+            // Lock, update the file, unlock, forever: killed by the parent at a random moment.
+            let path = env_var("SHMQ_IT_FILE");
+            let m = ch.mutex(2).unwrap();
+            loop {
+                let l = m.lock().unwrap();
+                if l.owner_died() {
+                    l.into_guard().mark_consistent().unwrap();
+                    continue;
+                }
+                let n: u64 = std::fs::read_to_string(&path).unwrap().trim().parse().unwrap_or(0);
+                std::fs::write(&path, format!("{:020}", n + 1)).unwrap();
+                drop(l);
+            }
+        }
         other => panic!("unknown child role {other:?}"),
     }
 }
@@ -159,6 +174,48 @@ fn owner_died_not_repaired_is_unrecoverable() {
     assert!(matches!(ch.mutex(1).unwrap().try_lock().unwrap(), Lock::Acquired(_)));
     assert!(ch.mutex(4).is_err(), "there are 4 mutexes");
     assert!(ch.event(8, Reset::Auto).is_err(), "there are 8 events");
+    drop((m, ch));
+    scope.finish();
+}
+
+/// A process that locks and unlocks in a loop is SIGKILLed at a random moment, 100 times: the
+/// next locker never hangs and never finds the mutex silently recovered: it gets `Acquired` (the
+/// victim died between unlock and lock) or `OwnerDied` (it died holding it), and after
+/// `mark_consistent` the mutex works again. Most kills land while the lock is held.
+#[test]
+fn kill_while_holding_the_mutex_in_a_loop() {
+    let scope = Scope::new("mxkill");
+    let name = scope.name("ch");
+    let ch = Channel::create(&name, &Config::new()).unwrap();
+    let file = std::env::temp_dir().join(format!("shmq-mxkill-{}-{}", std::process::id(), name));
+    std::fs::write(&file, format!("{:020}", 0)).unwrap();
+    let m = ch.mutex(2).unwrap();
+    let (mut died, mut acquired) = (0, 0);
+    let mut rng = SplitMix64::new(std::process::id() as u64);
+    let mut worst = Duration::ZERO;
+    for _ in 0..100 {
+        let env = [("SHMQ_IT_NAME", name.as_str()), ("SHMQ_IT_FILE", file.to_str().unwrap())];
+        let child = scope.spawn("mutex_loop", &env);
+        std::thread::sleep(Duration::from_micros(2_000 + rng.next_u64() % 8_000));
+        let pid = child.pid() as i32;
+        // SAFETY: kill(2) on our own unreaped child (its pid cannot have been reused).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = child.wait(CHILD_TIMEOUT);
+        let t0 = Instant::now();
+        match m.lock_timeout(Duration::from_secs(10)) {
+            Ok(Lock::Acquired(_)) => acquired += 1,
+            Ok(Lock::OwnerDied(g)) => {
+                died += 1;
+                g.mark_consistent().unwrap();
+            }
+            Err(e) => panic!("lock after a kill: {e}"),
+        }
+        worst = worst.max(t0.elapsed());
+        assert!(!m.is_unrecoverable().unwrap());
+    }
+    eprintln!("100 kills: {died} while holding the mutex (OwnerDied), {acquired} between; slowest lock {worst:?}");
+    assert!(died > 0, "no kill landed while the mutex was held: the test did not test the case");
+    std::fs::remove_file(&file).unwrap();
     drop((m, ch));
     scope.finish();
 }
