@@ -32,7 +32,12 @@ struct Mpmc {
 impl Mpmc {
     fn new(cap: usize, cell: usize) -> Arc<Mpmc> {
         let seqs = (0..cap / cell).map(|i| AtomicU64::new((i * cell) as u64)).collect();
-        Arc::new(Mpmc { ctl: RingCtl::new_active(), mem: LoomRing::new(cap), seqs, park: LoomPark::new(), cap, cell })
+        let ctl = RingCtl::new_active();
+        // One sender counted as attached throughout (as a live process's would be), so that a
+        // consumer never takes an in-flight claim for a dead producer's; the model of a dead
+        // producer sets the count itself.
+        ctl.lifecycle.senders.store(1, Ordering::SeqCst);
+        Arc::new(Mpmc { ctl, mem: LoomRing::new(cap), seqs, park: LoomPark::new(), cap, cell })
     }
 
     /// One attachment's view (each thread gets its own, as each process would).
@@ -281,4 +286,35 @@ fn no_lost_wakeup_either_way() {
     });
     // Both sleeping paths were reached (and every execution finished: no lost wake-up).
     coverage.assert_exactly(&["woke consumer", "woke producer"]);
+}
+
+/// A producer claims two cells and dies before committing; another producer commits a message
+/// after them and detaches; the dead one is reaped (the sender count reaches 0) and the channel
+/// drained. A consumer receives until end-of-stream: it pads the dead claim cell by cell and
+/// delivers the survivor's message exactly once; it never sleeps on a cell nobody will commit.
+/// (One consumer: with two, the model did not finish in 15 minutes. Two padders racing write
+/// the same header and one CAS of the sequence word wins; see `pad_abandoned`.)
+#[test]
+fn dead_producer_claim_is_padded() {
+    model(|spawned_first| {
+        let ch = Mpmc::new(64, 16);
+        ch.ctl.lifecycle.senders.store(2, Ordering::SeqCst);
+        let r = ch.ring();
+        // The dead producer: claimed (2 cells for 20 bytes), never committed.
+        let _claim = r.reserve(&ch.ctl, &ch.mem, &ch.seqs, &ch.park, 20, Deadline::Never).unwrap();
+        // The survivor: one message after the dead claim, then it detaches.
+        ch.send(&r, &[9]).unwrap();
+        ch.ctl.lifecycle.senders.fetch_sub(1, Ordering::SeqCst);
+        let consumer = {
+            let ch = ch.clone();
+            loom::thread::spawn(move || ch.recv_all(&ch.ring(), 1))
+        };
+        let_spawned_run_first(spawned_first);
+        // The reaper: the dead producer's attachment is gone, and it was the last: DRAINING.
+        ch.ctl.lifecycle.senders.fetch_sub(1, Ordering::SeqCst);
+        ch.drain();
+        let got = consumer.join().unwrap();
+        assert_eq!(got, [vec![9u8]]);
+        assert!(ch.ctl.lifecycle.abandoned_claims.load(Ordering::SeqCst) >= 2, "both cells padded");
+    });
 }

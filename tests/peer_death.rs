@@ -70,6 +70,24 @@ fn child_entry() {
             assert!(done.wait_timeout(CHILD_TIMEOUT).unwrap(), "the parent never said it got everything");
             drop(tx);
         }
+        "mpmc_claim_then_die" => {
+            let tx = shmq::mpmc::Channel::open(&name, &cfg).unwrap().sender().unwrap();
+            let mut slot = tx.reserve(300).unwrap(); // several cells, never committed
+            slot.write_at(0, &[0xEE; 32]);
+            die();
+        }
+        "mpmc_survivor_send_50" => {
+            let ch = shmq::mpmc::Channel::open(&name, &cfg).unwrap();
+            let tx = ch.sender().unwrap();
+            let t0 = Instant::now();
+            while ch.dead_peer().unwrap().is_none() {
+                assert!(t0.elapsed() < CHILD_TIMEOUT, "the other producer's death was never noticed");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            for i in 0..50u32 {
+                tx.send(i.to_le_bytes()).unwrap();
+            }
+        }
         "watcher_thread_lifetime" => {
             assert_eq!(watcher_threads(), 0, "no channel yet, no watcher thread");
             let ch = Channel::anonymous(&cfg).unwrap();
@@ -279,6 +297,40 @@ fn dead_producer_mid_claim_while_another_stays_attached() {
     survivor.wait(CHILD_TIMEOUT).assert_success();
     let end = rx.recv_timeout(RECV_TIMEOUT);
     assert!(matches!(end, Err(RecvTimeoutError::PeerDead(_))), "{end:?}");
+    drop((rx, ch));
+    scope.finish();
+}
+
+/// MPMC: a producer claims cells and dies before committing; the surviving producer sends 50
+/// messages after them and exits. Once no sender is left (the dead one reaped), the consumers
+/// pad the dead claim cell by cell and deliver all 50, then `PeerDead`.
+#[test]
+fn dead_producer_mid_claim_does_not_wedge_mpmc() {
+    let scope = Scope::new("dclaim3");
+    let name = scope.name("ch");
+    let ch = shmq::mpmc::Channel::create(&name, &Config::new()).unwrap();
+    let rx = ch.receiver().unwrap();
+    let survivor = scope.spawn("mpmc_survivor_send_50", &[("SHMQ_IT_NAME", &name)]);
+    let t0 = Instant::now();
+    while ch.stats().unwrap().senders < 1 {
+        assert!(t0.elapsed() < CHILD_TIMEOUT, "the survivor never attached");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let dead = scope.spawn("mpmc_claim_then_die", &[("SHMQ_IT_NAME", &name)]);
+    let dead_pid = dead.pid();
+    assert_killed(&dead.wait(CHILD_TIMEOUT));
+    survivor.wait(CHILD_TIMEOUT).assert_success();
+    let mut got: Vec<u32> = Vec::new();
+    let end = loop {
+        match rx.recv_timeout(RECV_TIMEOUT) {
+            Ok(m) => got.push(u32::from_le_bytes(m[..4].try_into().unwrap())),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(got, (0..50).collect::<Vec<u32>>(), "the survivor's messages, in order");
+    let RecvTimeoutError::PeerDead(d) = end else { panic!("expected PeerDead, got {end:?}") };
+    assert_eq!((d.pid, d.was_sender), (dead_pid, true));
+    assert!(ch.stats().unwrap().abandoned_claims >= 1, "the dead claim's cells were padded");
     drop((rx, ch));
     scope.finish();
 }

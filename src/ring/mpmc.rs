@@ -570,10 +570,48 @@ impl Ring {
                         lifecycle::ensure_closed_bit(ctl, state); // a closer died half way
                         continue;
                     }
+                    if raw_tail & TAIL_CLOSED != 0
+                        && ctl.lifecycle.senders.load(Ordering::Acquire) == 0
+                        && self.pad_abandoned(ctl, mem, seqs, park, head)
+                    {
+                        continue;
+                    }
                     self.wait(ctl, seqs, park, deadline, &mut spinner)?;
                 }
             }
         }
+    }
+
+    /// The channel is closed for sending (no claim can start) and no sender is attached (every
+    /// producer has committed what it claimed, or died and was reaped): a cell at the head that
+    /// is still uncommitted was claimed by a producer that died. Commit it as a one-cell PAD so
+    /// that the consumers move on (cell by cell through the dead claim). Any consumer may do it,
+    /// and several may race: they write the same header, and one CAS of the sequence word wins;
+    /// a late header write lands on a cell no producer will ever use again (closed for sending).
+    /// Returns whether the cell is committed now.
+    fn pad_abandoned<M: RingMemory, P: Park>(
+        &self,
+        ctl: &RingCtl,
+        mem: &M,
+        seqs: &[AtomicU64],
+        park: &P,
+        head: u64,
+    ) -> bool {
+        let seq = self.seq(seqs, head);
+        if seq.load(Ordering::Acquire) != head {
+            return false;
+        }
+        mem.store_word(
+            self.cells.off(head),
+            record::encode(Kind::Pad, (self.cells.cell - HDR as u64) as u32),
+            Ordering::Relaxed,
+        );
+        // SYNC(cell-commit): Release, as in `commit_unit`: who sees `head + 1` sees the header.
+        if seq.compare_exchange(head, head + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            ctl.lifecycle.abandoned_claims.fetch_add(1, Ordering::Relaxed);
+            wait::wake_counted(park, &ctl.wake.rx_seq, &ctl.wake.rx_waiters);
+        }
+        true
     }
 
     fn wait<P: Park>(
@@ -599,7 +637,10 @@ impl Ring {
             let uncommitted = self.seq(seqs, head).load(Ordering::Acquire) <= head;
             let raw_tail = ctl.producer.tail.load(Ordering::Acquire);
             let at_end = raw_tail & TAIL_CLOSED != 0 && raw_tail & POS_MASK == head;
-            Ok::<bool, Corrupt>(uncommitted && !at_end)
+            // Closed for sending with no sender left: an uncommitted head cell is a dead
+            // producer's, and ours to pad (`pad_abandoned`), not to wait for (found by loom).
+            let abandoned = raw_tail & TAIL_CLOSED != 0 && ctl.lifecycle.senders.load(Ordering::Acquire) == 0;
+            Ok::<bool, Corrupt>(uncommitted && !at_end && !abandoned)
         })?;
         if woke == Wake::TimedOut && deadline.passed() {
             return Err(PopError::Empty);
