@@ -78,6 +78,14 @@ fn unpack(word: u64) -> Result<(ProcessId, Slot), Corrupt> {
     Ok((ProcessId { pid, start_time }, slot))
 }
 
+/// The kind of a used slot word (None for a free or corrupt one).
+fn slot_kind(word: u64) -> Option<Slot> {
+    if word == 0 {
+        return None;
+    }
+    unpack(word).ok().map(|(_, k)| k)
+}
+
 /// This process in a slot of kind `slot`, or None if /proc cannot tell our start time (then
 /// nobody could check our liveness either, so we do not take a slot).
 fn my_ident(slot: Slot) -> Option<u64> {
@@ -156,13 +164,27 @@ pub(crate) fn reap(h: &Header, role: Option<Role>) -> Result<usize, Corrupt> {
         if slot.compare_exchange(w, 0, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             continue;
         }
+        // A slot stands for one count only if the count exceeds the slots of its kind that
+        // remain (a live attachment raises its count before taking its slot, and frees its slot
+        // before lowering its count, so slots never outnumber the count). A segment that says
+        // otherwise was scribbled on: do not let its garbage lower our counts.
+        let remaining = h.peers.slots.iter().filter(|x| slot_kind(x.load(Ordering::Acquire)) == Some(kind)).count();
+        let counted = |n: u32| n as usize > remaining;
         match kind {
             Slot::Attached(r) => {
                 let _ = h.ctl.lifecycle.dead_peer.compare_exchange(0, w, Ordering::AcqRel, Ordering::Relaxed);
-                crate::shared::count_down_and_close_if_last(&h.ctl, r);
+                let count = match r {
+                    Role::Sender => &h.ctl.lifecycle.senders,
+                    Role::Receiver => &h.ctl.lifecycle.receivers,
+                };
+                if counted(count.load(Ordering::Acquire)) {
+                    crate::shared::count_down_and_close_if_last(&h.ctl, r);
+                }
             }
             Slot::Handle => {
-                let _ = h.ctl.lifecycle.handles.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
+                let _ = h.ctl.lifecycle.handles.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                    if counted(n) { n.checked_sub(1) } else { None }
+                });
             }
         }
         reaped += 1;
