@@ -45,11 +45,7 @@ fn child_entry() {
             // Attached before the other producer dies; sends once its death is known.
             let ch = mpsc::Channel::open(&name, &cfg).unwrap();
             let tx = ch.sender().unwrap();
-            let t0 = Instant::now();
-            while ch.dead_peer().unwrap().is_none() {
-                assert!(t0.elapsed() < CHILD_TIMEOUT, "the other producer's death was never noticed");
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            wait_until("the other producer's death to be noticed", || ch.dead_peer().unwrap().is_some());
             for i in 0..50u32 {
                 tx.send(i.to_le_bytes()).unwrap();
             }
@@ -58,11 +54,7 @@ fn child_entry() {
             // As above, but stays attached until the parent has received everything.
             let ch = mpsc::Channel::open(&name, &cfg).unwrap();
             let tx = ch.sender().unwrap();
-            let t0 = Instant::now();
-            while ch.dead_peer().unwrap().is_none() {
-                assert!(t0.elapsed() < CHILD_TIMEOUT, "the other producer's death was never noticed");
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            wait_until("the other producer's death to be noticed", || ch.dead_peer().unwrap().is_some());
             for i in 0..50u32 {
                 tx.send(i.to_le_bytes()).unwrap();
             }
@@ -79,11 +71,7 @@ fn child_entry() {
         "mpmc_survivor_send_50" => {
             let ch = shmq::mpmc::Channel::open(&name, &cfg).unwrap();
             let tx = ch.sender().unwrap();
-            let t0 = Instant::now();
-            while ch.dead_peer().unwrap().is_none() {
-                assert!(t0.elapsed() < CHILD_TIMEOUT, "the other producer's death was never noticed");
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            wait_until("the other producer's death to be noticed", || ch.dead_peer().unwrap().is_some());
             for i in 0..50u32 {
                 tx.send(i.to_le_bytes()).unwrap();
             }
@@ -108,6 +96,15 @@ fn child_entry() {
             report("watcher_gone_after_ms", t0.elapsed().as_millis());
         }
         other => panic!("unknown child role {other:?}"),
+    }
+}
+
+/// Poll `cond` every millisecond until it holds; fail after `CHILD_TIMEOUT`.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < CHILD_TIMEOUT, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -194,8 +191,9 @@ fn dead_receiver_spsc_refuses_the_blocked_sender() {
 }
 
 /// Two MPSC producers are attached; one claims space and dies before committing; the survivor
-/// (told of the death by its process's peer watcher) then sends 50 messages and exits. The receiver, blocked behind the dead claim, gets all 50 and
-/// then `PeerDead`: once every sender is gone (the dead one reaped), the claim is skipped.
+/// (told of the death by its process's peer watcher) then sends 50 messages and exits. The
+/// receiver, blocked behind the dead claim, gets all 50 and then `PeerDead`: once every sender
+/// is gone (the dead one reaped), the claim is skipped.
 #[test]
 fn dead_producer_mid_claim_does_not_wedge_mpsc() {
     let scope = Scope::new("dclaim");
@@ -203,11 +201,7 @@ fn dead_producer_mid_claim_does_not_wedge_mpsc() {
     let ch = mpsc::Channel::create(&name, &Config::new()).unwrap();
     let mut rx = ch.receiver().unwrap();
     let survivor = scope.spawn("mpsc_survivor_send_50", &[("SHMQ_IT_NAME", &name)]);
-    let t0 = Instant::now();
-    while ch.stats().unwrap().senders < 1 {
-        assert!(t0.elapsed() < CHILD_TIMEOUT, "the survivor never attached");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until("the survivor to attach", || ch.stats().unwrap().senders >= 1);
     let dead = scope.spawn("mpsc_claim_then_die", &[("SHMQ_IT_NAME", &name)]);
     let dead_pid = dead.pid();
     assert_killed(&dead.wait(CHILD_TIMEOUT));
@@ -278,11 +272,7 @@ fn dead_producer_mid_claim_while_another_stays_attached() {
     let ch = mpsc::Channel::create(&name, &Config::new()).unwrap();
     let mut rx = ch.receiver().unwrap();
     let survivor = scope.spawn("mpsc_survivor_stays", &[("SHMQ_IT_NAME", &name)]);
-    let t0 = Instant::now();
-    while ch.stats().unwrap().senders < 1 {
-        assert!(t0.elapsed() < CHILD_TIMEOUT, "the survivor never attached");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until("the survivor to attach", || ch.stats().unwrap().senders >= 1);
     let dead = scope.spawn("mpsc_claim_then_die", &[("SHMQ_IT_NAME", &name)]);
     assert_killed(&dead.wait(CHILD_TIMEOUT));
     let t1 = Instant::now();
@@ -311,11 +301,7 @@ fn dead_producer_mid_claim_does_not_wedge_mpmc() {
     let ch = shmq::mpmc::Channel::create(&name, &Config::new()).unwrap();
     let rx = ch.receiver().unwrap();
     let survivor = scope.spawn("mpmc_survivor_send_50", &[("SHMQ_IT_NAME", &name)]);
-    let t0 = Instant::now();
-    while ch.stats().unwrap().senders < 1 {
-        assert!(t0.elapsed() < CHILD_TIMEOUT, "the survivor never attached");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until("the survivor to attach", || ch.stats().unwrap().senders >= 1);
     let dead = scope.spawn("mpmc_claim_then_die", &[("SHMQ_IT_NAME", &name)]);
     let dead_pid = dead.pid();
     assert_killed(&dead.wait(CHILD_TIMEOUT));
