@@ -44,119 +44,46 @@
 //! cargo bench --bench spsc -- rt_block                      # one family of groups
 //! ```
 
-use criterion::{Criterion, Throughput};
+mod common;
+
+use common::child::{Child, serve};
+use common::{
+    BoxError, Contender, Fields, KIB, MIB, Peer, ProcPeer, Report, Runner, ThreadPeer, Workload, contender,
+    inheritable, name_of, opt_field, payload, pipe,
+};
+use criterion::Throughput;
 use shmq::{Channel, Config};
-use std::error::Error;
 use std::hint::{black_box, spin_loop};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
-
-/// Set (to an encoded [`Spec`]) in the environment of a child process.
-const CHILD_ENV: &str = "SHMQ_BENCH_CHILD";
-
-const KIB: usize = 1024;
-const MIB: usize = 1024 * KIB;
+use std::time::{Duration, Instant};
 
 /// Ring capacity of the round-trip channels (one message in flight).
 const RT_RING: usize = 64 * KIB;
 /// Size of the round-trip messages.
 const RT_SIZE: usize = 64;
 
-type BoxError = Box<dyn Error + Send + Sync>;
-
 fn main() {
     // A child never runs criterion: check the role before anything parses the arguments.
-    if let Ok(spec) = std::env::var(CHILD_ENV) {
-        child::main(&spec);
-    }
-
-    let started = SystemTime::now();
-    let t0 = Instant::now();
-    let load_before = loadavg();
-    let out_dir = criterion_dir();
-    let check = InterleaveConfig::from_env_and_args();
-    // Defaults sized for a full run of about 2.5 minutes on 2 cores; command-line options
-    // (--warm-up-time, --measurement-time, --sample-size, --quick) override them.
-    let mut c = Criterion::default()
-        .output_directory(&out_dir)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(30)
-        .configure_from_args();
-
-    let mut checks = Vec::new();
-    for w in workloads() {
-        run_workload(&mut c, w, &check, &mut checks);
-    }
-
-    c.final_summary();
-    summary::print(&out_dir, started, t0.elapsed(), &load_before, &check, &checks);
-}
-
-/// Where criterion writes its results: the same rule as criterion's default (CRITERION_HOME,
-/// else $CARGO_TARGET_DIR/criterion, else target/criterion of this package), set explicitly so
-/// the summary reads from the directory criterion writes to.
-fn criterion_dir() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return PathBuf::from(home);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("criterion")
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn env_flag(name: &str) -> bool {
-    std::env::var_os(name).is_some_and(|v| !v.is_empty())
+    common::child::run_if_child("spsc", Spec::decode, child::run);
+    // The interleaved check's calibration starts from 1 iteration.
+    let report = common::measure(workloads, 1);
+    summary::print(&report);
 }
 
 // ------------------------------------------------------------------------------------------
 // Workloads, contenders, and how they are run
 // ------------------------------------------------------------------------------------------
 
-/// Runs `n` iterations of one contender (its child or thread already started) and returns the
-/// time the parent measured.
-type Runner = Box<dyn FnMut(u64) -> Duration>;
-
-/// One contender of a workload. Its peer is started on first use, so that criterion's filter
-/// (`cargo bench --bench spsc -- rt_block`) starts only what it runs.
-struct Contender {
-    name: &'static str,
-    make: Box<dyn Fn() -> Runner>,
-}
-
-fn contender(name: &'static str, make: impl Fn() -> Runner + 'static) -> Contender {
-    Contender { name, make: Box::new(make) }
-}
-
-/// A criterion group: its contenders, in the order they run.
-struct Workload {
-    group: String,
-    throughput: Option<Throughput>,
-    /// Pin this thread to the first CPU while the group runs; the peers pin themselves (to the
-    /// second). `None`: placement is left to the scheduler.
-    pin: Option<(usize, usize)>,
-    contenders: Vec<Contender>,
-}
-
 fn workloads() -> Vec<Workload> {
-    let two_cpus = cpu::allowed(0) && cpu::allowed(1);
+    let two_cpus = common::two_cpus();
     let mut all = Vec::new();
     // Throughput: receiver (this thread) on CPU 0, sender on CPU 1: the same placement for every
     // contender, and the parallel one that DESIGN-NOTES §6 assumes. On a loaded machine pinning
     // hurts (each side shares its CPU with the load; 3-5x slower at 1 MiB, seen at loadavg 3.5):
     // SHMQ_BENCH_UNPINNED=1 leaves placement to the scheduler.
-    let tput_pin = (two_cpus && !env_flag("SHMQ_BENCH_UNPINNED")).then_some((0, 1));
+    let tput_pin = common::pin_pair();
     for case in &TPUT_CASES {
         all.push(Workload {
             group: format!("tput_{}", case.label),
@@ -187,37 +114,6 @@ fn workloads() -> Vec<Workload> {
     all
 }
 
-fn run_workload(c: &mut Criterion, w: Workload, check: &InterleaveConfig, checks: &mut Vec<Check>) {
-    let _pin = match w.pin {
-        Some((me, peer)) => match cpu::Pinned::to(me, Some(peer)) {
-            Some(p) => Some(p),
-            None => {
-                eprintln!("{} skipped: cannot pin to CPUs {me} and {peer}", w.group);
-                return;
-            }
-        },
-        None => None,
-    };
-    let mut runners: Vec<(&'static str, Option<Runner>)> = w.contenders.iter().map(|c| (c.name, None)).collect();
-    let mut g = c.benchmark_group(&w.group);
-    if let Some(t) = w.throughput {
-        g.throughput(t);
-    }
-    for (ct, (_, runner)) in w.contenders.iter().zip(runners.iter_mut()) {
-        g.bench_function(ct.name, |b| {
-            let run = runner.get_or_insert_with(|| (ct.make)());
-            b.iter_custom(run)
-        });
-    }
-    g.finish();
-    // The contenders criterion ran (filter) are still up: measure them again, interleaved.
-    let mut ran: Vec<(&'static str, Runner)> = runners.into_iter().filter_map(|(n, r)| Some((n, r?))).collect();
-    if check.rounds > 0 && check.bench_mode && !ran.is_empty() {
-        checks.extend(interleave(&w.group, &mut ran, check));
-    }
-    // Runners (and their children / threads) are dropped here, before the pin is undone.
-}
-
 /// Run one timed sample: start the clock, tell the peer to go, run the parent's side, stop the
 /// clock, then collect the peer's acknowledgement (untimed).
 fn timed(peer: &mut dyn Peer, n: u64, body: impl FnOnce()) -> Duration {
@@ -227,81 +123,6 @@ fn timed(peer: &mut dyn Peer, n: u64, body: impl FnOnce()) -> Duration {
     let elapsed = t0.elapsed();
     peer.finish(n);
     elapsed
-}
-
-fn payload(size: usize) -> Vec<u8> {
-    (0..size).map(|i| (i * 7 + 1) as u8).collect()
-}
-
-// ------------------------------------------------------------------------------------------
-// Interleaved cross-check
-// ------------------------------------------------------------------------------------------
-
-/// After each criterion group, its contenders run again in alternation (A B C D A B C D ...),
-/// `rounds` times for `slot` each: a machine whose speed changes between one criterion bench
-/// and the next (this VM's 4 KiB streams, shmq's and crossbeam's alike, switch between about
-/// 0.12 and 2 µs per message) then still gives per-round ratios taken under the same conditions,
-/// and their spread shows when it did not hold still.
-struct InterleaveConfig {
-    rounds: usize,
-    slot: Duration,
-    bench_mode: bool,
-}
-
-impl InterleaveConfig {
-    /// SHMQ_BENCH_ROUNDS=N sets the rounds (0 turns the check off). Default: 10 rounds of
-    /// 100 ms; with --quick or a --measurement-time under 1 s (smoke runs), 5 rounds of 20 ms.
-    fn from_env_and_args() -> InterleaveConfig {
-        let args: Vec<String> = std::env::args().collect();
-        let below_1s = |v: &str| v.parse::<f64>().is_ok_and(|t| t < 1.0);
-        let short = args.iter().any(|a| a == "--quick")
-            || args.windows(2).any(|w| w[0] == "--measurement-time" && below_1s(&w[1]))
-            || args.iter().any(|a| a.strip_prefix("--measurement-time=").is_some_and(below_1s));
-        let (mut rounds, slot) = if short { (5, Duration::from_millis(20)) } else { (10, Duration::from_millis(100)) };
-        if let Some(n) = std::env::var("SHMQ_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()) {
-            rounds = n;
-        }
-        // Criterion measures only with --bench (which `cargo bench` passes) and none of these.
-        let other_mode = args.iter().any(|a| ["--test", "--list", "--profile-time"].contains(&a.as_str()));
-        let bench_mode = args.iter().any(|a| a == "--bench") && !other_mode;
-        InterleaveConfig { rounds, slot, bench_mode }
-    }
-}
-
-/// Per-round times (ns per iteration) of one contender in the interleaved check.
-struct Check {
-    id: String,
-    per_round: Vec<f64>,
-}
-
-fn interleave(group: &str, runners: &mut [(&'static str, Runner)], cfg: &InterleaveConfig) -> Vec<Check> {
-    eprintln!("{group}: interleaved check, {} rounds of {:?} per contender", cfg.rounds, cfg.slot);
-    // Calibrate: iterations that take about one slot.
-    let iters: Vec<u64> = runners
-        .iter_mut()
-        .map(|(_, run)| {
-            let mut n = 1u64;
-            loop {
-                let took = run(n);
-                if took >= cfg.slot / 10 || n >= 1 << 40 {
-                    let per_iter = (took.as_secs_f64() / n as f64).max(1e-9);
-                    return ((cfg.slot.as_secs_f64() / per_iter) as u64).max(1);
-                }
-                n *= 2;
-            }
-        })
-        .collect();
-    let mut per_round = vec![Vec::with_capacity(cfg.rounds); runners.len()];
-    for _ in 0..cfg.rounds {
-        for (i, (_, run)) in runners.iter_mut().enumerate() {
-            per_round[i].push(run(iters[i]).as_nanos() as f64 / iters[i] as f64);
-        }
-    }
-    runners
-        .iter()
-        .zip(per_round)
-        .map(|((name, _), per_round)| Check { id: format!("{group}/{name}"), per_round })
-        .collect()
 }
 
 // ------------------------------------------------------------------------------------------
@@ -336,7 +157,7 @@ fn tput_contenders(case: &TputCase, cpu: Option<usize>) -> Vec<Contender> {
             let ch = Channel::anonymous(&Config::new().capacity(ring)).expect("create channel");
             let rx = ch.receiver().expect("receiver role");
             let fd = ch.inheritable_fd().expect("inheritable fd");
-            let peer = ProcPeer::spawn(Role::TputShmq, size, cpu, None, vec![fd], vec![ch]);
+            let peer = spawn_child(Role::TputShmq, size, cpu, None, vec![fd], vec![ch]);
             // Tuple fields drop in order: the child quits before the receiver closes.
             let mut st = (peer, rx, Vec::with_capacity(size));
             Box::new(move |n| {
@@ -360,7 +181,7 @@ fn tput_contenders(case: &TputCase, cpu: Option<usize>) -> Vec<Contender> {
             let (mine, theirs) = UnixStream::pair().expect("socketpair");
             let fd = inheritable(theirs.as_fd());
             drop(theirs);
-            let peer = ProcPeer::spawn(Role::TputStream, size, cpu, None, vec![fd], vec![]);
+            let peer = spawn_child(Role::TputStream, size, cpu, None, vec![fd], vec![]);
             let mut st = (peer, mine, vec![0u8; size]);
             Box::new(move |n| {
                 let (peer, sock, buf) = &mut st;
@@ -371,7 +192,7 @@ fn tput_contenders(case: &TputCase, cpu: Option<usize>) -> Vec<Contender> {
             let (reader, writer) = pipe().expect("pipe");
             let fd = inheritable(writer.as_fd());
             drop(writer);
-            let peer = ProcPeer::spawn(Role::TputStream, size, cpu, None, vec![fd], vec![]);
+            let peer = spawn_child(Role::TputStream, size, cpu, None, vec![fd], vec![]);
             let mut st = (peer, reader, vec![0u8; size]);
             Box::new(move |n| {
                 let (peer, reader, buf) = &mut st;
@@ -439,7 +260,7 @@ fn shmq_echo(cfg: &Config, role: Role, cpu: usize, spin: Option<Duration>) -> (P
     let tx = ping.sender().expect("sender role");
     let rx = pong.receiver().expect("receiver role");
     let fds = vec![ping.inheritable_fd().expect("fd"), pong.inheritable_fd().expect("fd")];
-    (ProcPeer::spawn(role, RT_SIZE, Some(cpu), spin, fds, vec![ping, pong]), tx, rx)
+    (spawn_child(role, RT_SIZE, Some(cpu), spin, fds, vec![ping, pong]), tx, rx)
 }
 
 type RtMsg = [u8; RT_SIZE];
@@ -578,7 +399,7 @@ fn blocking_contenders(peer_cpu: usize) -> Vec<Contender> {
             let (pong_r, pong_w) = pipe().expect("pipe");
             let fds = vec![inheritable(ping_r.as_fd()), inheritable(pong_w.as_fd())];
             drop((ping_r, pong_w));
-            let peer = ProcPeer::spawn(Role::EchoStream, RT_SIZE, Some(peer_cpu), None, fds, vec![]);
+            let peer = spawn_child(Role::EchoStream, RT_SIZE, Some(peer_cpu), None, fds, vec![]);
             let frame = frame(&payload(RT_SIZE));
             let mut st = (peer, ping_w, pong_r, vec![0u8; RT_SIZE]);
             Box::new(move |n| {
@@ -620,15 +441,8 @@ fn read_frame(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 // ------------------------------------------------------------------------------------------
-// Peers: a child process or a thread, driven by "do N" commands.
+// Child processes
 // ------------------------------------------------------------------------------------------
-
-trait Peer {
-    /// Tell the peer to do `n` messages / round trips.
-    fn start(&mut self, n: u64);
-    /// Wait until the peer reports that it has done them.
-    fn finish(&mut self, n: u64);
-}
 
 /// What a child process does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -653,7 +467,7 @@ const ROLES: [(Role, &str); 5] = [
     (Role::EchoStream, "echo-stream"),
 ];
 
-/// Everything a child needs, passed in `SHMQ_BENCH_CHILD` as `key=value;...`.
+/// The bench's part of a child's spec (`SHMQ_BENCH_CHILD`, `key=value;...`; see common).
 #[derive(Debug)]
 struct Spec {
     role: Role,
@@ -661,330 +475,55 @@ struct Spec {
     cpu: Option<usize>,
     /// shmq spin budget; `None` = the default of `Config::new()`.
     spin: Option<Duration>,
-    ctl: RawFd,
-    fds: Vec<RawFd>,
-    ppid: u32,
 }
 
 impl Spec {
     fn encode(&self) -> String {
-        let role = ROLES.iter().find(|(r, _)| *r == self.role).map(|(_, s)| *s).unwrap_or("?");
-        let opt = |v: Option<u128>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
-        let fds: Vec<String> = self.fds.iter().map(|f| f.to_string()).collect();
         format!(
-            "role={role};size={};cpu={};spin_ns={};ctl={};fds={};ppid={}",
+            "role={};size={};cpu={};spin_ns={}",
+            name_of(&ROLES, &self.role),
             self.size,
-            opt(self.cpu.map(|c| c as u128)),
-            opt(self.spin.map(|s| s.as_nanos())),
-            self.ctl,
-            fds.join(","),
-            self.ppid
+            opt_field(self.cpu),
+            opt_field(self.spin.map(|s| s.as_nanos()))
         )
     }
 
-    fn decode(s: &str) -> Result<Spec, String> {
-        let get = |key: &str| -> Result<&str, String> {
-            s.split(';')
-                .find_map(|kv| kv.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
-                .ok_or_else(|| format!("no {key} in {s:?}"))
-        };
-        let num = |key: &str| -> Result<u64, String> { get(key)?.parse().map_err(|e| format!("{key}: {e}")) };
-        let opt = |key: &str| -> Result<Option<u64>, String> {
-            match get(key)? {
-                "-" => Ok(None),
-                v => v.parse().map(Some).map_err(|e| format!("{key}: {e}")),
-            }
-        };
-        let role_s = get("role")?;
-        let role = ROLES.iter().find(|(_, n)| *n == role_s).map(|(r, _)| *r).ok_or(format!("role {role_s}"))?;
-        let fds = match get("fds")? {
-            "" => Vec::new(),
-            list => list.split(',').map(|f| f.parse().map_err(|e| format!("fds: {e}"))).collect::<Result<_, _>>()?,
-        };
+    fn decode(f: &Fields) -> Result<Spec, String> {
         Ok(Spec {
-            role,
-            size: num("size")? as usize,
-            cpu: opt("cpu")?.map(|c| c as usize),
-            spin: opt("spin_ns")?.map(Duration::from_nanos),
-            ctl: num("ctl")? as RawFd,
-            fds,
-            ppid: num("ppid")? as u32,
+            role: f.named("role", &ROLES)?,
+            size: f.num("size")? as usize,
+            cpu: f.opt("cpu")?.map(|c| c as usize),
+            spin: f.opt("spin_ns")?.map(Duration::from_nanos),
         })
     }
 }
 
-/// A pipe (read end, write end), both close-on-exec. (`std::io::pipe` needs Rust 1.87; the
-/// crate's MSRV is 1.85.)
-fn pipe() -> io::Result<(std::fs::File, std::fs::File)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` is a writable array of two descriptors, as pipe2 requires.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded: both descriptors are open and owned by nobody else.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    Ok((r.into(), w.into()))
-}
-
-/// A duplicate of `fd` without close-on-exec, for a child to inherit under the same number.
-fn inheritable(fd: BorrowedFd<'_>) -> OwnedFd {
-    let dup = fd.try_clone_to_owned().expect("dup");
-    // SAFETY: `dup` is a valid descriptor we own; F_SETFD with 0 only clears FD_CLOEXEC.
-    let rc = unsafe { libc::fcntl(dup.as_raw_fd(), libc::F_SETFD, 0) };
-    assert_eq!(rc, 0, "fcntl(F_SETFD): {}", io::Error::last_os_error());
-    dup
-}
-
-/// A child process running one [`Role`].
-struct ProcPeer {
-    child: std::process::Child,
-    ctl: UnixStream,
-    watchdog: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ProcPeer {
-    /// Start a child. `fds` are inheritable descriptors for it; they are closed here once the
-    /// child has them, so that end-of-file and close propagate. `watch` are the parent's shmq
-    /// channels shared with the child: if the child dies, a watchdog closes them (CLOSING), so
-    /// that the parent's blocked or polling calls fail instead of waiting forever (shmq does not
-    /// notice a dead peer by itself yet).
-    fn spawn(
-        role: Role,
-        size: usize,
-        cpu: Option<usize>,
-        spin: Option<Duration>,
-        fds: Vec<OwnedFd>,
-        watch: Vec<Channel>,
-    ) -> ProcPeer {
-        let (ctl, theirs) = UnixStream::pair().expect("control socketpair");
-        let theirs = inheritable(theirs.as_fd());
-        // The child inherits the write end of this pipe and never writes: the read end sees
-        // end-of-file exactly when the child is gone.
-        let (mut death_r, death_w) = pipe().expect("pipe");
-        let death_w_child = inheritable(death_w.as_fd());
-        drop(death_w);
-        let spec = Spec {
-            role,
-            size,
-            cpu,
-            spin,
-            ctl: theirs.as_raw_fd(),
-            fds: fds.iter().map(|f| f.as_raw_fd()).collect(),
-            ppid: std::process::id(),
-        };
-        let exe = std::env::current_exe().expect("current_exe");
-        let child = Command::new(exe)
-            .env(CHILD_ENV, spec.encode())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn bench child");
-        drop((theirs, fds, death_w_child));
-        let watchdog = std::thread::spawn(move || {
-            let _ = death_r.read(&mut [0u8; 1]);
-            for ch in watch {
-                let _ = ch.close_now();
-            }
-        });
-        ProcPeer { child, ctl, watchdog: Some(watchdog) }
-    }
-}
-
-impl Peer for ProcPeer {
-    fn start(&mut self, n: u64) {
-        self.ctl.write_all(&n.to_le_bytes()).expect("command to child (did it fail?)");
-    }
-    fn finish(&mut self, n: u64) {
-        let mut ack = [0u8; 8];
-        self.ctl.read_exact(&mut ack).expect("acknowledgement from child (did it fail?)");
-        assert_eq!(u64::from_le_bytes(ack), n);
-    }
-}
-
-impl Drop for ProcPeer {
-    fn drop(&mut self) {
-        let _ = self.ctl.write_all(&0u64.to_le_bytes()); // "quit"; EOF would do too
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => {
-                    if let Some(w) = self.watchdog.take() {
-                        let _ = w.join();
-                    }
-                    if !status.success() && !std::thread::panicking() {
-                        panic!("bench child exited with {status}");
-                    }
-                    return;
-                }
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
-                _ => {
-                    eprintln!("bench child {} did not quit; killing it", self.child.id());
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    return;
-                }
-            }
+/// Start a child running `role`. `fds` are inheritable descriptors for it (closed here once
+/// the child has them). `watch` are the parent's shmq channels shared with the child: if the
+/// child dies, they are closed (CLOSING), so that the parent's blocked or polling calls fail
+/// instead of waiting forever (shmq does not notice a dead peer by itself yet).
+fn spawn_child(
+    role: Role,
+    size: usize,
+    cpu: Option<usize>,
+    spin: Option<Duration>,
+    fds: Vec<OwnedFd>,
+    watch: Vec<Channel>,
+) -> ProcPeer {
+    let on_death = move || {
+        for ch in watch {
+            let _ = ch.close_now();
         }
-    }
+    };
+    ProcPeer::spawn(Spec { role, size, cpu, spin }.encode(), fds, Box::new(on_death))
 }
-
-/// A thread of this process doing `work(n)` per command (the crossbeam baselines).
-struct ThreadPeer {
-    cmd: Option<crossbeam_channel::Sender<u64>>,
-    ack: crossbeam_channel::Receiver<u64>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ThreadPeer {
-    fn spawn(cpu: Option<usize>, mut work: impl FnMut(u64) + Send + 'static) -> ThreadPeer {
-        let (cmd_tx, cmd_rx) = crossbeam_channel::bounded::<u64>(1);
-        let (ack_tx, ack_rx) = crossbeam_channel::bounded::<u64>(1);
-        let handle = std::thread::spawn(move || {
-            if let Some(cpu) = cpu {
-                cpu::pin(cpu).expect("pin echo thread");
-            }
-            while let Ok(n) = cmd_rx.recv() {
-                work(n);
-                if ack_tx.send(n).is_err() {
-                    break;
-                }
-            }
-        });
-        ThreadPeer { cmd: Some(cmd_tx), ack: ack_rx, handle: Some(handle) }
-    }
-}
-
-impl Peer for ThreadPeer {
-    fn start(&mut self, n: u64) {
-        self.cmd.as_ref().expect("running").send(n).expect("command to thread");
-    }
-    fn finish(&mut self, n: u64) {
-        assert_eq!(self.ack.recv().expect("acknowledgement from thread"), n);
-    }
-}
-
-impl Drop for ThreadPeer {
-    fn drop(&mut self) {
-        drop(self.cmd.take()); // the thread's recv fails: it ends
-        if let Some(h) = self.handle.take() {
-            let r = h.join();
-            if r.is_err() && !std::thread::panicking() {
-                panic!("crossbeam peer thread panicked");
-            }
-        }
-    }
-}
-
-// ------------------------------------------------------------------------------------------
-// CPU affinity
-// ------------------------------------------------------------------------------------------
-
-mod cpu {
-    use std::io;
-
-    fn empty() -> libc::cpu_set_t {
-        // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
-        unsafe { std::mem::zeroed() }
-    }
-
-    fn get() -> io::Result<libc::cpu_set_t> {
-        let mut set = empty();
-        // SAFETY: pid 0 is the calling thread; `set` is a writable cpu_set_t of the size passed.
-        let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-        if rc == 0 { Ok(set) } else { Err(io::Error::last_os_error()) }
-    }
-
-    fn set(set: &libc::cpu_set_t) -> io::Result<()> {
-        // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
-        let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
-        if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-    }
-
-    pub fn allowed(cpu: usize) -> bool {
-        let Ok(set) = get() else { return false };
-        // SAFETY: CPU_ISSET only reads the bit array; `cpu` is below CPU_SETSIZE (checked).
-        cpu < libc::CPU_SETSIZE as usize && unsafe { libc::CPU_ISSET(cpu, &set) }
-    }
-
-    /// Pin the calling thread to `cpu`.
-    pub fn pin(cpu: usize) -> io::Result<()> {
-        if cpu >= libc::CPU_SETSIZE as usize {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("CPU {cpu}")));
-        }
-        let mut s = empty();
-        // SAFETY: CPU_SET writes one bit of `s`; `cpu` is below CPU_SETSIZE (checked above).
-        unsafe { libc::CPU_SET(cpu, &mut s) };
-        set(&s)
-    }
-
-    /// The calling thread pinned to one CPU until dropped (then its old mask is restored).
-    pub struct Pinned(libc::cpu_set_t);
-
-    impl Pinned {
-        /// Pin to `cpu` if it and `also` (a CPU a peer will use) are allowed; None otherwise.
-        pub fn to(cpu: usize, also: Option<usize>) -> Option<Pinned> {
-            if !allowed(cpu) || !also.is_none_or(allowed) {
-                return None;
-            }
-            let saved = get().ok()?;
-            pin(cpu).ok()?;
-            Some(Pinned(saved))
-        }
-    }
-
-    impl Drop for Pinned {
-        fn drop(&mut self) {
-            let _ = set(&self.0);
-        }
-    }
-}
-
-// ------------------------------------------------------------------------------------------
-// Child process
-// ------------------------------------------------------------------------------------------
 
 mod child {
     use super::*;
 
-    pub fn main(spec: &str) -> ! {
-        let code = match run(spec) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("spsc bench child ({spec}): {e}");
-                1
-            }
-        };
-        std::process::exit(code)
-    }
+    pub fn run(spec: Spec, Child { mut ctl, mut fds }: Child) -> Result<(), BoxError> {
+        let mut fd = || fds.take();
 
-    /// Take ownership of an inherited descriptor.
-    fn owned(fd: RawFd) -> Result<OwnedFd, BoxError> {
-        // SAFETY: F_GETFD only checks that the descriptor is open.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-            return Err(format!("descriptor {fd} is not open: {}", io::Error::last_os_error()).into());
-        }
-        // SAFETY: the parent passed this open descriptor for us alone; nothing else in this
-        // process owns it, so the OwnedFd is its only owner.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-
-    fn run(spec: &str) -> Result<(), BoxError> {
-        let spec = Spec::decode(spec)?;
-        // Die with the parent, so an aborted bench leaves no spinning or blocked children.
-        // SAFETY: PR_SET_PDEATHSIG takes a signal number and touches no memory of ours.
-        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
-            return Err(format!("prctl: {}", io::Error::last_os_error()).into());
-        }
-        if std::os::unix::process::parent_id() != spec.ppid {
-            return Err("parent already gone".into());
-        }
-        if let Some(cpu) = spec.cpu {
-            cpu::pin(cpu)?;
-        }
-        let mut ctl = UnixStream::from(owned(spec.ctl)?);
-        let mut fds = spec.fds.iter().map(|&fd| owned(fd)).collect::<Result<Vec<_>, _>>()?.into_iter();
-        let mut fd = || fds.next().ok_or("missing descriptor");
         let mut cfg = Config::new();
         if let Some(s) = spec.spin {
             cfg = cfg.spin(s);
@@ -1052,24 +591,6 @@ mod child {
             }
         }
     }
-
-    /// Answer commands until "quit" (0) or end-of-file: do `n`, then acknowledge with `n`.
-    fn serve(ctl: &mut UnixStream, mut work: impl FnMut(u64) -> Result<(), BoxError>) -> Result<(), BoxError> {
-        loop {
-            let mut cmd = [0u8; 8];
-            match ctl.read_exact(&mut cmd) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-                Err(e) => return Err(e.into()),
-            }
-            let n = u64::from_le_bytes(cmd);
-            if n == 0 {
-                return Ok(());
-            }
-            work(n)?;
-            ctl.write_all(&cmd)?;
-        }
-    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1078,31 +599,7 @@ mod child {
 
 mod summary {
     use super::*;
-
-    /// Median and its 95% confidence interval (ns per iteration), from criterion's estimates of
-    /// this run (files older than the run are ignored).
-    #[derive(Clone, Copy)]
-    struct Est {
-        median: f64,
-        lo: f64,
-        hi: f64,
-    }
-
-    fn estimate(dir: &Path, id: &str, since: SystemTime) -> Option<Est> {
-        let path = dir.join(id).join("new").join("estimates.json");
-        let fresh = std::fs::metadata(&path).ok()?.modified().ok()? >= since;
-        if !fresh {
-            return None;
-        }
-        let text = std::fs::read_to_string(&path).ok()?;
-        let med = &text[text.find("\"median\":")?..];
-        let num = |key: &str| -> Option<f64> {
-            let rest = &med[med.find(key)? + key.len()..];
-            let end = rest.find([',', '}'])?;
-            rest[..end].trim().parse().ok()
-        };
-        Some(Est { median: num("\"point_estimate\":")?, lo: num("\"lower_bound\":")?, hi: num("\"upper_bound\":")? })
-    }
+    use crate::common::{Est, Ratio, median, ratio_cell, ratio_range, si};
 
     #[derive(Clone, Copy, PartialEq)]
     enum Kind {
@@ -1200,18 +697,6 @@ mod summary {
         ]
     }
 
-    fn si(v: f64) -> String {
-        if v >= 1e9 {
-            format!("{:.2}G", v / 1e9)
-        } else if v >= 1e6 {
-            format!("{:.2}M", v / 1e6)
-        } else if v >= 1e3 {
-            format!("{:.1}k", v / 1e3)
-        } else {
-            format!("{v:.0}")
-        }
-    }
-
     /// A time per iteration as the row shows it; `pm` is a relative ± in percent.
     fn cell(kind: Kind, ns: f64, pm: Option<f64>) -> String {
         let pm = pm.map_or_else(String::new, |pm| format!(" ±{pm:.0}%"));
@@ -1232,16 +717,6 @@ mod summary {
         }
     }
 
-    fn median(v: &[f64]) -> f64 {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        let m = v.len() / 2;
-        if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 }
-    }
-
-    /// shmq's ratio to a baseline, with the lowest and highest per-round ratio (interleaved).
-    type Ratio = (f64, Option<(f64, f64)>);
-
     /// One printed row: the contenders' cells and shmq's ratio to each baseline (with the range
     /// over rounds for the interleaved check).
     struct Line<'a> {
@@ -1257,13 +732,7 @@ mod summary {
         for l in lines {
             let mut cells = vec![l.row.name.to_string()];
             cells.extend(l.vals.iter().map(|v| v.clone().unwrap_or_else(|| "-".into())));
-            for r in &l.ratios {
-                cells.push(match r {
-                    Some((r, None)) => format!("{r:.2}"),
-                    Some((r, Some((lo, hi)))) => format!("{r:.2} [{lo:.2}, {hi:.2}]"),
-                    None => "-".into(),
-                });
-            }
+            cells.extend(l.ratios.iter().map(|&r| ratio_cell(r)));
             match l.row.target {
                 Some(t) => {
                     let higher = matches!(l.row.kind, Kind::Throughput(_));
@@ -1279,32 +748,15 @@ mod summary {
             }
             table.push(cells);
         }
-        let widths: Vec<usize> =
-            (0..header.len()).map(|c| table.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
-        for (i, r) in table.iter().enumerate() {
-            let s: Vec<String> = r.iter().zip(&widths).map(|(c, &w)| format!("{c:<w$}")).collect();
-            println!("{}", s.join(" | ").trim_end());
-            if i == 0 {
-                let s: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
-                println!("{}", s.join("-|-"));
-            }
-        }
+        common::print_table(table);
     }
 
-    pub fn print(
-        dir: &Path,
-        started: SystemTime,
-        runtime: Duration,
-        load_before: &str,
-        cfg: &InterleaveConfig,
-        checks: &[Check],
-    ) {
-        let since = started.checked_sub(Duration::from_secs(1)).unwrap_or(started);
+    pub fn print(report: &Report) {
         let rows = rows();
         let crit: Vec<[Option<Est>; 4]> =
-            rows.iter().map(|r| r.ids.map(|id| id.and_then(|id| estimate(dir, id, since)))).collect();
+            rows.iter().map(|r| r.ids.map(|id| id.and_then(|id| report.estimate(id)))).collect();
         let have_crit = crit.iter().any(|f| f.iter().any(Option::is_some));
-        if !have_crit && checks.is_empty() {
+        if !have_crit && report.checks.is_empty() {
             return; // test / list mode, or everything filtered out
         }
 
@@ -1329,27 +781,19 @@ mod summary {
                 .collect();
             print_table(&lines);
         }
-        if !checks.is_empty() {
-            println!();
-            println!(
-                "interleaved check: contenders alternated, {} rounds of {:?} each; value = median over rounds, \
-                 ratio = median of the per-round ratios [lowest, highest]",
-                cfg.rounds, cfg.slot
-            );
-            let find = |id: Option<&str>| id.and_then(|id| checks.iter().find(|c| c.id == id)).map(|c| &c.per_round);
+        if !report.checks.is_empty() {
+            report.print_interleaved_heading();
             let lines: Vec<Line<'_>> = rows
                 .iter()
                 .map(|row| {
-                    let per = row.ids.map(find);
+                    let per = row.ids.map(|id| id.and_then(|id| report.per_round(id)));
                     Line {
                         row,
                         vals: per.map(|p| p.map(|p| cell(row.kind, median(p), None))),
                         ratios: [1, 2, 3].map(|b| {
                             let (s, x) = (per[0]?, per[b]?);
                             let rs: Vec<f64> = s.iter().zip(x).map(|(&s, &x)| ratio(row.kind, s, x)).collect();
-                            let lo = rs.iter().copied().fold(f64::INFINITY, f64::min);
-                            let hi = rs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                            Some((median(&rs), Some((lo, hi))))
+                            Some(ratio_range(&rs))
                         }),
                     }
                 })
@@ -1357,13 +801,7 @@ mod summary {
                 .collect();
             print_table(&lines);
         }
-        let tput = if env_flag("SHMQ_BENCH_UNPINNED") { "placed by the scheduler" } else { "pinned to CPUs 0/1" };
-        println!();
-        println!(
-            "run time {:.0} s; loadavg at start {load_before}, at end {}; {} CPUs; throughput groups {tput}",
-            runtime.as_secs_f64(),
-            loadavg(),
-            std::thread::available_parallelism().map_or(0, |n| n.get())
-        );
+        let tput = if common::unpinned() { "placed by the scheduler" } else { "pinned to CPUs 0/1" };
+        report.print_footer(&format!("throughput groups {tput}"));
     }
 }

@@ -15,32 +15,16 @@
 //! cargo bench --bench sync -- --warm-up-time 0.1 --measurement-time 0.3 --sample-size 10   # smoke
 //! ```
 
+mod common;
+
+use common::{CHILD_ENV, inheritable, pipe};
 use criterion::{Criterion, criterion_group};
 use std::hint::black_box;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-
-const CHILD_ENV: &str = "SHMQ_BENCH_CHILD";
-
-fn pipe() -> (std::fs::File, std::fs::File) {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a writable array of two descriptors, as pipe2 requires.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: pipe2 succeeded: both descriptors are open and owned by nobody else.
-    unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) }
-}
-
-/// A duplicate of `fd` without close-on-exec, for the child to inherit.
-fn inheritable(fd: &impl AsRawFd) -> OwnedFd {
-    // SAFETY: F_DUPFD (not F_DUPFD_CLOEXEC) returns a new descriptor without FD_CLOEXEC, or -1.
-    let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD, 3) };
-    assert!(dup >= 0, "dup: {}", std::io::Error::last_os_error());
-    // SAFETY: `dup` was just created for us.
-    unsafe { OwnedFd::from_raw_fd(dup) }
-}
 
 /// Pin the calling thread to `cpu` (None: every CPU of the machine).
 fn pin(cpu: Option<usize>) {
@@ -140,9 +124,9 @@ fn pingpong(c: &mut Criterion, group: &str, me: Option<usize>, peer: Option<usiz
     pin(me);
     let ch = shmq::Channel::anonymous(&shmq::Config::new()).unwrap();
     let (ping, pong) = (ch.event(0, shmq::Reset::Auto).unwrap(), ch.event(1, shmq::Reset::Auto).unwrap());
-    let (child_rd, mut to_child) = pipe();
-    let (mut from_child, child_wr) = pipe();
-    let fds = [inheritable(&ch.as_fd()), inheritable(&child_rd), inheritable(&child_wr)];
+    let (child_rd, mut to_child) = pipe().expect("pipe");
+    let (mut from_child, child_wr) = pipe().expect("pipe");
+    let fds = [inheritable(ch.as_fd()), inheritable(child_rd.as_fd()), inheritable(child_wr.as_fd())];
     let spec: Vec<String> = fds.iter().map(|f| f.as_raw_fd().to_string()).collect();
     let mut kid = Command::new(std::env::current_exe().unwrap())
         .env(CHILD_ENV, format!("{};{}", peer.map_or("-".into(), |c| c.to_string()), spec.join(",")))

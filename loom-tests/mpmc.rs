@@ -13,18 +13,52 @@ mod common;
 
 use common::{Outcomes, let_spawned_run_first, model};
 use loom::sync::Arc;
-use loom::sync::atomic::{AtomicU64, Ordering};
+use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use shmq::futex::Wake;
 use shmq::loom_api::{Deadline, LoomPark, LoomRing, RingCtl, State, close_channel};
 use shmq::ring::memory::RingMemory;
-use shmq::ring::mpmc::{PopError, PushError, Ring};
-use std::time::Duration;
+use shmq::ring::mpmc::{Owners, PopError, PushError, Ring, Take};
+use shmq::wait::Park;
+use std::time::{Duration, Instant};
+
+/// The futex model plus the peer table's verdict: owner marks listed in `dead` are gone (a
+/// bit per mark). In a process a blocked call sleeps in 5 ms slices and looks again after each
+/// (`peers::WatchPark`), so after a death every sleep ends. Here that holds for the side that
+/// must recover (the word whose address is in `sliced`): after the death its waits return at
+/// once. The other side sleeps as usual (modelling its slices too only multiplies loom's
+/// executions: it has nothing to recover).
+struct ModelPark {
+    futex: LoomPark,
+    dead: AtomicU64,
+    sliced: AtomicU64,
+}
+
+impl Park for ModelPark {
+    fn wait(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Wake {
+        if self.sliced.load(Ordering::SeqCst) == word as *const AtomicU32 as u64 {
+            loom::thread::yield_now(); // a slice passes: let the others run
+            return Wake::Woken;
+        }
+        self.futex.wait(word, expected, deadline)
+    }
+
+    fn wake_all(&self, word: &AtomicU32) {
+        self.futex.wake_all(word)
+    }
+}
+
+impl Owners for ModelPark {
+    fn owner_gone(&self, mark: u16) -> bool {
+        mark < 64 && self.dead.load(Ordering::SeqCst) & (1 << mark) != 0
+    }
+}
 
 /// An MPMC channel on the heap: control block, cells, sequence words, futex model.
 struct Mpmc {
     ctl: RingCtl,
     mem: LoomRing,
     seqs: Vec<AtomicU64>,
-    park: LoomPark,
+    park: ModelPark,
     cap: usize,
     cell: usize,
 }
@@ -37,12 +71,35 @@ impl Mpmc {
         // consumer never takes an in-flight claim for a dead producer's; the model of a dead
         // producer sets the count itself.
         ctl.lifecycle.senders.store(1, Ordering::SeqCst);
-        Arc::new(Mpmc { ctl, mem: LoomRing::new(cap), seqs, park: LoomPark::new(), cap, cell })
+        let park = ModelPark { futex: LoomPark::new(), dead: AtomicU64::new(0), sliced: AtomicU64::new(0) };
+        Arc::new(Mpmc { ctl, mem: LoomRing::new(cap), seqs, park, cap, cell })
     }
 
     /// One attachment's view (each thread gets its own, as each process would).
     fn ring(&self) -> Ring {
         Ring::new(self.cap, self.cell, 1 << 20, Duration::ZERO).expect("valid geometry")
+    }
+
+    /// An attachment that marks what it owns with `mark` and recovers from gone owners at once
+    /// (no patience: loom has no clock).
+    fn owned_ring(&self, mark: u16) -> Ring {
+        self.ring().with_recovery(mark, Duration::ZERO)
+    }
+
+    /// The attachment with owner mark `mark` dies: the peer checks of the other side (the
+    /// producers if `producers_recover`, else the consumers) find it gone and end every sleep,
+    /// as their 5 ms slices do.
+    fn kill(&self, mark: u16, producers_recover: bool) {
+        self.park.dead.fetch_or(1 << mark, Ordering::SeqCst);
+        let seq = if producers_recover { &self.ctl.wake.tx_seq } else { &self.ctl.wake.rx_seq };
+        self.park.sliced.store(seq as *const AtomicU32 as u64, Ordering::SeqCst);
+        seq.fetch_add(1, Ordering::SeqCst);
+        self.park.wake_all(seq);
+    }
+
+    /// Take up to `max` messages and keep them (the taker will die holding them).
+    fn take_and_keep(&self, r: &Ring, max: usize) -> Take {
+        r.take(&self.ctl, &self.mem, &self.seqs, &self.park, max, Deadline::Never).expect("take")
     }
 
     fn send(&self, r: &Ring, msg: &[u8]) -> Result<(), PushError> {
@@ -65,7 +122,7 @@ impl Mpmc {
                 b
             })
             .collect();
-        r.release(&self.ctl, &self.seqs, &self.park, &take);
+        r.release(&self.ctl, &self.mem, &self.seqs, &self.park, &take);
         Ok(msgs)
     }
 
@@ -316,5 +373,84 @@ fn dead_producer_claim_is_padded() {
         let got = consumer.join().unwrap();
         assert_eq!(got, [vec![9u8]]);
         assert!(ch.ctl.lifecycle.abandoned_claims.load(Ordering::SeqCst) >= 2, "both cells padded");
+    });
+}
+
+/// A producer (mark 1) claims two cells, marks them and dies before committing; a live
+/// producer (mark 2) sends after it while the dead one is still counted as attached. The
+/// consumer must skip the dead claim as soon as the peer table says its owner is gone (it is
+/// padding of the marker's size: one ABANDONED word), deliver the survivor's message exactly
+/// once, and never sleep through the death.
+#[test]
+fn dead_claimer_is_skipped_while_others_send() {
+    model(|spawned_first| {
+        let ch = Mpmc::new(64, 16);
+        ch.ctl.lifecycle.senders.store(2, Ordering::SeqCst);
+        let dead = ch.owned_ring(1);
+        let _claim = dead.reserve(&ch.ctl, &ch.mem, &ch.seqs, &ch.park, 20, Deadline::Never).unwrap();
+        let survivor = {
+            let ch = ch.clone();
+            loom::thread::spawn(move || ch.send(&ch.owned_ring(2), &[9]).unwrap())
+        };
+        let killer = {
+            let ch = ch.clone();
+            loom::thread::spawn(move || ch.kill(1, false))
+        };
+        let_spawned_run_first(spawned_first);
+        let got = ch.recv(&ch.owned_ring(3), 4).unwrap();
+        survivor.join().unwrap();
+        killer.join().unwrap();
+        assert_eq!(got, [vec![9u8]]);
+        assert_eq!(ch.ctl.lifecycle.abandoned_claims.load(Ordering::SeqCst), 1, "one unit abandoned");
+    });
+}
+
+/// A consumer (mark 2) takes a 2-cell message and dies before releasing it. The producer
+/// (mark 1) fills the rest of the 4-cell ring and blocks on the dead consumer's cells; another
+/// producer (mark 4) blocks there too. Both race to recover the unit (one CAS of its header to
+/// RECOVERING wins); the cells are freed (the other cell before the first), and a live
+/// consumer (mark 3) receives every later message exactly once.
+#[test]
+#[ignore = "did not finish within 15 min at LOOM_MAX_PREEMPTIONS=2 on 2 cores (4 threads); run with --ignored"]
+fn dead_consumer_take_is_reclaimed() {
+    model(|spawned_first| {
+        let ch = Mpmc::new(64, 16);
+        let p = ch.owned_ring(1);
+        ch.send(&p, &[1; 20]).unwrap(); // cells 0-1
+        let kept = ch.take_and_keep(&ch.owned_ring(2), 1);
+        assert_eq!(kept.msgs.len(), 1);
+        ch.send(&p, &[2; 20]).unwrap(); // cells 2-3: the ring is full now
+        let other = {
+            let ch = ch.clone();
+            loom::thread::spawn(move || ch.send(&ch.owned_ring(4), &[4]).unwrap())
+        };
+        let killer = {
+            let ch = ch.clone();
+            loom::thread::spawn(move || ch.kill(2, true))
+        };
+        let_spawned_run_first(spawned_first);
+        let consumer = {
+            let ch = ch.clone();
+            loom::thread::spawn(move || {
+                let r = ch.owned_ring(3);
+                let mut got = Vec::new();
+                while got.len() < 2 {
+                    got.extend(ch.recv(&r, 1).unwrap());
+                }
+                got
+            })
+        };
+        ch.send(&p, &[3]).unwrap(); // needs the dead consumer's cells
+        other.join().unwrap();
+        killer.join().unwrap();
+        let mut got = consumer.join().unwrap();
+        // Cells 2-3 hold message 2; messages 3 and 4 need cells 0-1, freed by a recovery.
+        assert_eq!(got.remove(0), vec![2u8; 20]);
+        assert_eq!(got.len(), 1, "{got:?}");
+        let rest = ch.recv(&ch.owned_ring(3), 1).unwrap();
+        let mut firsts = vec![got[0][0], rest[0][0]];
+        firsts.sort();
+        assert_eq!(firsts, [3, 4]);
+        assert_eq!(ch.ctl.lifecycle.reclaimed_takes.load(Ordering::SeqCst), 1, "one message lost with its taker");
     });
 }

@@ -3,7 +3,9 @@
 //! no lost wake-up when the owner unlocks with a locker asleep, and an owner that dies holding
 //! the lock: exactly one survivor gets `OwnerDied` (seeing everything the dead owner wrote), and
 //! its decision is kept: `mark_consistent` → later lockers get `Acquired`; no decision → later
-//! lockers get `Unrecoverable`.
+//! lockers get `Unrecoverable`. `try_lock` takes a dead owner's lock over too (without waiting):
+//! two `try_lock`s, or a `try_lock` and a blocking `lock`, never both get `OwnerDied`, and a
+//! `try_lock` never takes the lock from an owner that is still alive.
 //!
 //! Run with
 //! `RUSTFLAGS="--cfg shmq_loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=2 cargo test --release --test loom_mutex`.
@@ -65,6 +67,11 @@ impl Shared {
         self.words.lock(&self.park, self, me(pid), Deadline::Never)
     }
 
+    /// `try_lock` as process `pid` (asks the liveness once if the lock is held, never waits).
+    fn try_lock(&self, pid: u32) -> Result<Locked, LockError> {
+        self.words.try_lock(&self.park, self, me(pid))
+    }
+
     fn unlock(&self, pid: u32) {
         self.words.unlock(&self.park, me(pid)).expect("unlock by the owner");
     }
@@ -89,7 +96,7 @@ impl Shared {
 
     /// Take the (free) lock single-threaded, read the data, release it.
     fn try_lock_for_check(&self) -> u32 {
-        assert_eq!(self.words.try_lock(&self.park, me(1)), Ok(Locked::Acquired));
+        assert_eq!(self.words.try_lock(&self.park, self, me(1)), Ok(Locked::Acquired));
         let v = self.read();
         self.unlock(1);
         v
@@ -345,4 +352,101 @@ fn owner_dies_while_two_wait() {
         seen.record(format!("takeover by {}", if got == Locked::OwnerDied { 2 } else { 3 }));
     });
     outcomes.assert_exactly(&["takeover by 2", "takeover by 3"]);
+}
+
+/// A survivor's part in the `try_lock` models: one `try_lock` as `pid`; on `OwnerDied` it sees
+/// the dead owner's write, repairs (writes its pid) and marks the data consistent; on `Acquired`
+/// it sees a repaired value. Returns what `try_lock` gave.
+fn try_lock_once(m: &Shared, pid: u32) -> Result<Locked, LockError> {
+    let got = m.try_lock(pid);
+    match got {
+        Ok(Locked::OwnerDied) => {
+            assert_eq!(m.read(), 1, "the taker sees the dead owner's write");
+            assert_eq!(m.words.health(), Ok(Health::Inconsistent));
+            m.write(pid);
+            m.words.mark_consistent(me(pid)).unwrap();
+            m.unlock(pid);
+        }
+        Ok(Locked::Acquired) => {
+            assert!(m.read() > 1, "Acquired after a takeover: the data is repaired");
+            m.unlock(pid);
+        }
+        Err(LockError::Timeout) => {}
+        Err(e) => panic!("try_lock failed: {e:?}"),
+    }
+    got
+}
+
+/// The owner died holding the lock before the others came; two survivors race with `try_lock`:
+/// exactly one gets `OwnerDied` (one CAS from the dead owner's exact word), never both; the other
+/// finds the lock held by the (live) winner (`Timeout`), or already repaired and free
+/// (`Acquired`), possibly after losing the takeover CAS and retrying once.
+#[test]
+fn try_lock_two_survivors_one_takeover() {
+    let outcomes = Outcomes::default();
+    let seen = outcomes.clone();
+    model(move |spawned_first| {
+        let m = Shared::new();
+        assert_eq!(m.lock(1), Ok(Locked::Acquired));
+        m.write(1);
+        m.dead[1].store(true, Ordering::Release); // SYNC(death), release side
+        let other = {
+            let m = m.clone();
+            loom::thread::spawn(move || try_lock_once(&m, 3))
+        };
+        let_spawned_run_first(spawned_first);
+        let got = try_lock_once(&m, 2);
+        let got_other = other.join().unwrap();
+        let died = [&got, &got_other].iter().filter(|g| ***g == Ok(Locked::OwnerDied)).count();
+        assert_eq!(died, 1, "exactly one takes over: 2 got {got:?}, 3 got {got_other:?}");
+        let (winner, loser) = if got == Ok(Locked::OwnerDied) { (2, got_other) } else { (3, got) };
+        assert_eq!(m.try_lock_for_check(), winner, "the repair is what the data holds");
+        seen.record(format!("the other: {loser:?}"));
+    });
+    outcomes.assert_exactly(&["the other: Err(Timeout)", "the other: Ok(Acquired)"]);
+}
+
+/// Process 1 holds the lock, writes and dies while process 2 calls `try_lock` once and process 3
+/// blocks in `lock`. `try_lock` never takes the lock from 1 while it lives (loom reports a race
+/// on the data if it did), exactly one of 2 and 3 gets `OwnerDied`, and 3 always gets the lock.
+#[test]
+fn try_lock_and_lock_race_a_dying_owner() {
+    let outcomes = Outcomes::default();
+    let seen = outcomes.clone();
+    model(move |spawned_first| {
+        let m = Shared::new();
+        assert_eq!(m.lock(1), Ok(Locked::Acquired));
+        let trier = {
+            let m = m.clone();
+            loom::thread::spawn(move || try_lock_once(&m, 2))
+        };
+        let dying = {
+            let m = m.clone();
+            loom::thread::spawn(move || {
+                m.write(1); // half an update, then death, holding the lock
+                m.die(1);
+            })
+        };
+        let_spawned_run_first(spawned_first);
+        let got3 = m.lock(3).expect("a blocking lock always gets it");
+        match got3 {
+            Locked::OwnerDied => {
+                assert_eq!(m.read(), 1, "the taker sees the dead owner's write");
+                m.write(3);
+                m.words.mark_consistent(me(3)).unwrap();
+            }
+            Locked::Acquired => assert_eq!(m.read(), 2, "process 2 took over and repaired"),
+        }
+        m.unlock(3);
+        let got2 = trier.join().unwrap();
+        dying.join().unwrap();
+        let died = (got2 == Ok(Locked::OwnerDied)) as u32 + (got3 == Locked::OwnerDied) as u32;
+        assert_eq!(died, 1, "exactly one takes over: 2 got {got2:?}, 3 got {got3:?}");
+        seen.record(format!("2: {got2:?}, 3: {got3:?}"));
+    });
+    outcomes.assert_exactly(&[
+        "2: Err(Timeout), 3: OwnerDied",
+        "2: Ok(Acquired), 3: OwnerDied",
+        "2: Ok(OwnerDied), 3: Acquired",
+    ]);
 }

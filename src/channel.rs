@@ -152,9 +152,14 @@ pub struct Stats {
     pub receivers: u32,
     /// The first attachment found dead (see `Channel::dead_peer`).
     pub dead_peer: Option<crate::DeadPeer>,
-    /// MPSC: claims of producers that died before committing them, skipped by the receiver
-    /// (each was one send that never completed, so none of it was delivered).
+    /// Claims (MPSC) or message units (MPMC) of producers that died before committing them,
+    /// skipped by the receivers (each was a send that never completed, so none of it was
+    /// delivered).
     pub abandoned_claims: u64,
+    /// MPMC: message units a receiver took and died before releasing, freed by a sender
+    /// blocked behind them; the messages among them were lost with that receiver (this counts
+    /// those messages).
+    pub reclaimed_takes: u64,
 }
 
 /// A channel segment opened (or created) by this process. Take the [`Sender`] and/or

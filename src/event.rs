@@ -170,25 +170,10 @@ impl EventWords {
 mod tests {
     use super::*;
     use crate::wait::OsPark;
+    use crate::wait::test_support::CountingPark;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
     use std::time::{Duration, Instant};
-
-    /// The shared futex, counting the FUTEX_WAKE calls.
-    #[derive(Default)]
-    struct CountingPark {
-        wakes: AtomicUsize,
-    }
-
-    impl Park for CountingPark {
-        fn wait(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Wake {
-            OsPark.wait(word, expected, deadline)
-        }
-        fn wake_all(&self, word: &AtomicU32) {
-            self.wakes.fetch_add(1, StdOrdering::SeqCst);
-            OsPark.wake_all(word);
-        }
-    }
 
     fn soon(ms: u64) -> Deadline {
         Deadline::after(Duration::from_millis(ms))

@@ -37,7 +37,7 @@ pub const HEADER_SIZE: usize = 4096;
 /// `b"SHMQSEG1"` read as a little-endian u64. Stored last, with Release, by the creator.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMQSEG1");
 /// Bumped whenever the layout or the meaning of a field changes.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Channel flavours (the `flavor` word of the identity line). One sender, one receiver.
 pub const FLAVOR_SPSC: u32 = 1;
 /// Many senders, one receiver: Agrona-style claim/commit of variable-length records.
@@ -106,6 +106,9 @@ pub struct LifecycleLine {
     /// Bit 0: a sender has attached at some time; bit 1: a receiver has. Set before the count
     /// is raised, never cleared (see `peers::reconcile`).
     pub ever_attached: AtomicU32,
+    /// MPMC: units a consumer took and died before releasing, freed by a producer (messages
+    /// among them were lost with that consumer).
+    pub reclaimed_takes: AtomicU64,
 }
 
 /// Line 2: written only by the producer.
@@ -208,6 +211,7 @@ impl RingCtl {
                 abandoned_claims: AtomicU64::new(0),
                 dead_peer: AtomicU64::new(0),
                 ever_attached: AtomicU32::new(0),
+                reclaimed_takes: AtomicU64::new(0),
             },
             producer: ProducerLine {
                 tail: AtomicU64::new(0),
@@ -258,6 +262,7 @@ const _: () = {
     assert!(offset_of!(LifecycleLine, abandoned_claims) == 56);
     assert!(offset_of!(LifecycleLine, dead_peer) == 64);
     assert!(offset_of!(LifecycleLine, ever_attached) == 72);
+    assert!(offset_of!(LifecycleLine, reclaimed_takes) == 80);
     assert!(offset_of!(Header, peers) == 5 * LINE);
     assert!(size_of::<PeerTable>() == 4 * LINE);
     assert!(offset_of!(WakeLine, rx_waiters) == 8);

@@ -52,6 +52,12 @@ use crate::ring::record::HDR;
 use crate::shared::{Role, Shared};
 use crate::sync::{AtomicU64, Ordering};
 use crate::view::View;
+
+/// How long a blocked call waits behind a unit whose owner may be dead before it checks
+/// (`/proc` reads): a live owner commits or releases within microseconds, and a death is also
+/// noticed by the peer checks every 5 ms, so 20 ms costs little latency and no work while
+/// things flow.
+const RECOVERY_PATIENCE: Duration = Duration::from_millis(20);
 use crate::wait::{Deadline, OsPark};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,7 +94,8 @@ impl Channel {
     /// threads). When the last sender attachment is dropped the channel drains.
     pub fn sender(&self) -> Result<Sender, AttachError> {
         let ring = self.ring()?;
-        self.shared.attach(Role::Sender, false)?;
+        let slot = self.shared.attach(Role::Sender, false)?;
+        let ring = ring.with_recovery(crate::peers::owner_mark(slot), RECOVERY_PATIENCE);
         let shared = self.shared.clone();
         let mem = shared.seg.ring();
         Ok(Sender { inner: Arc::new(Inner { shared, ring, mem, role: Role::Sender }) })
@@ -99,7 +106,8 @@ impl Channel {
     /// (CLOSING): sends are refused and the backlog is discarded and counted.
     pub fn receiver(&self) -> Result<Receiver, AttachError> {
         let ring = self.ring()?;
-        self.shared.attach(Role::Receiver, false)?;
+        let slot = self.shared.attach(Role::Receiver, false)?;
+        let ring = ring.with_recovery(crate::peers::owner_mark(slot), RECOVERY_PATIENCE);
         let shared = self.shared.clone();
         let mem = shared.seg.ring();
         Ok(Receiver { inner: Arc::new(Inner { shared, ring, mem, role: Role::Receiver }) })
@@ -141,7 +149,7 @@ impl Inner {
     }
 
     fn release(&self, take: &Take) {
-        self.ring.release(self.ctl(), self.seqs(), &OsPark, take);
+        self.ring.release(self.ctl(), &self.mem, self.seqs(), &OsPark, take);
     }
 
     /// CLOSING, then discard what is queued; returns what was discarded.

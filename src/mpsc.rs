@@ -83,7 +83,7 @@ impl Channel {
         let slot = shared.attach(Role::Sender, false)?;
         match Producer::new(shared.ctl(), shared.seg.capacity(), shared.spin) {
             Ok(prod) => {
-                let prod = prod.with_owner(slot);
+                let prod = prod.with_owner(crate::peers::owner_mark(slot));
                 let ring = shared.seg.ring();
                 let max_message = shared.seg.max_message();
                 Ok(Sender { inner: Arc::new(SenderInner { shared, prod, ring, max_message }) })
@@ -562,7 +562,7 @@ impl Receiver {
         } else {
             // Live senders remain: skip the claim only if its marker names a claimer that died.
             let h = self.shared.seg.header();
-            self.cons.unblock_owned(ctl, &self.ring, &OsPark, |owner| crate::peers::claimer_gone(h, owner))?;
+            self.cons.unblock_owned(ctl, &self.ring, &OsPark, |owner| crate::peers::owner_gone(h, owner))?;
         }
         Ok(())
     }

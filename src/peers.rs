@@ -113,19 +113,36 @@ pub(crate) fn register(h: &Header, slot: Slot) -> Option<usize> {
     None
 }
 
-/// Whether the sender attachment that held peer slot `owner - 1` when it made a claim is gone:
-/// the slot is free (its process was reaped; a live sender cannot detach in the middle of a
-/// claim) or names a dead process. A slot taken over meanwhile by a live process reads as not
-/// gone (the claim then waits for all senders to leave).
-pub(crate) fn claimer_gone(h: &Header, owner: u16) -> bool {
-    let Some(word) = (owner as usize).checked_sub(1).and_then(|i| h.peers.slots.get(i)) else {
+/// The owner mark this process writes into ownership markers (MPSC/MPMC CLAIMED, MPMC TAKEN and
+/// RECOVERING) while it holds peer slot `slot`: the slot + 1 in bits 0..7 and 9 bits of a hash
+/// of the process identity above, so that a marker left by a dead process is not mistaken for
+/// the mark of a live process that took its slot after it was reaped. 0 (no slot) = unknown.
+pub(crate) fn owner_mark(slot: Option<usize>) -> u16 {
+    let Some(slot) = slot.filter(|&s| s < 127) else { return 0 };
+    (slot as u16 + 1) | ident_hash(ProcessId::me()) << 7
+}
+
+fn ident_hash(id: ProcessId) -> u16 {
+    let x = (u64::from(id.pid) ^ id.start_time.rotate_left(22)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (x >> 55) as u16 // the top 9 bits
+}
+
+/// Whether the attachment whose owner mark is `mark` is gone: its slot is free (its process
+/// was reaped; a live attachment cannot detach while it owns a claim or a take), names another
+/// process (the slot was reaped and taken again), or names a process that is dead. An unknown
+/// mark (0), a mark out of the table, and a process whose liveness cannot be told are not gone.
+pub(crate) fn owner_gone(h: &Header, mark: u16) -> bool {
+    let Some(word) = ((mark & 0x7f) as usize).checked_sub(1).and_then(|i| h.peers.slots.get(i)) else {
         return false;
     };
     match word.load(Ordering::Acquire) {
         0 => true,
         w => match unpack(w) {
-            Ok((id, Slot::Attached(Role::Sender))) => id.liveness() == Liveness::Dead,
-            _ => false,
+            Ok((id, Slot::Attached(_))) if ident_hash(id) != mark >> 7 => true,
+            Ok((id, Slot::Attached(_))) => id.liveness() == Liveness::Dead,
+            // A handle in the slot: the attachment that held it was freed.
+            Ok((_, Slot::Handle)) => true,
+            Err(_) => false,
         },
     }
 }
@@ -317,6 +334,12 @@ impl Park for WatchPark<'_> {
 
     fn wake_all(&self, word: &AtomicU32) {
         crate::futex::wake_all(word);
+    }
+}
+
+impl crate::ring::mpmc::Owners for WatchPark<'_> {
+    fn owner_gone(&self, mark: u16) -> bool {
+        owner_gone(self.shared.seg.header(), mark)
     }
 }
 

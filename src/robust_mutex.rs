@@ -46,6 +46,11 @@
 //!   ONE CAS from the dead owner's exact word to mine (two survivors cannot both win; a word that
 //!   changed meanwhile is not taken). The winner sets `health` to INCONSISTENT and gets
 //!   [`Locked::OwnerDied`]: the data may be half-updated, and the caller must decide.
+//! * **try_lock**: the same first step without any waiting: if UNRECOVERABLE, fail; CAS 0 → me;
+//!   if held, ask once whether the owner in the word is dead and, if so, the same takeover (ONE
+//!   CAS from that exact word, INCONSISTENT, [`Locked::OwnerDied`]). A live owner, or one whose
+//!   liveness cannot be told, gives `Timeout`. A failed takeover CAS is followed by one more
+//!   CAS 0 → me (the word may have become free), never by a loop.
 //! * **mark_consistent**: the owner repaired the data: INCONSISTENT → CONSISTENT.
 //! * **unlock**: if `health` is still INCONSISTENT, the owner did not decide: it becomes
 //!   UNRECOVERABLE (every later lock fails with [`LockError::Unrecoverable`]). Then the Release
@@ -53,8 +58,9 @@
 //!
 //! A lock whose owner died is never recovered silently (the taker is told, and an undecided
 //! takeover poisons the lock for good, as with `pthread_mutex_consistent`), and never left
-//! blocked forever (a blocked locker finds the death within one check interval). A new owner that
-//! dies in turn before deciding is itself taken over: the next one gets `OwnerDied` again.
+//! blocked forever (a blocked locker finds the death within one check interval, a `try_lock` at
+//! once). A new owner that dies in turn before deciding is itself taken over: the next one gets
+//! `OwnerDied` again.
 //!
 //! # Why this design
 //!
@@ -255,15 +261,6 @@ fn no_such_pid(pid: u32) -> bool {
     rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
-/// A [`Liveness`] that never declares anyone dead (for `try_lock`, which does not check).
-struct NeverDead;
-
-impl Liveness for NeverDead {
-    fn is_dead(&self, _pid: u32, _start_low30: Option<u32>) -> bool {
-        false
-    }
-}
-
 fn owner_dead<L: Liveness>(live: &L, owner: Owner) -> bool {
     live.is_dead(owner.pid(), owner.start_low30())
 }
@@ -283,7 +280,7 @@ pub enum Locked {
 /// Why a lock was not obtained.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LockError {
-    /// The deadline passed while a live owner held the lock (`try_lock`: it is held now).
+    /// The deadline passed while a live owner held the lock (`try_lock`: a live owner holds it).
     #[error("lock timed out: another process holds it (and is alive)")]
     Timeout,
     /// An owner died holding the lock and the process that took it over released it without
@@ -348,21 +345,18 @@ impl MutexWords {
         let mut spinner = Spinner::new(SPIN);
         let mut check_owner = false;
         loop {
-            self.refuse_unrecoverable()?;
-            // SYNC(lock): Acquire CAS 0 → me; pairs with the Release CAS in `unlock`.
-            let cur = match self.lock.compare_exchange(0, me.word, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => return self.acquired(park, me, false),
-                Err(cur) => cur,
-            };
-            let owner = Owner::from_word(cur)?;
-            if (check_owner || interval.is_none()) && owner_dead(live, owner) {
-                match self.take_over(park, cur, me)? {
-                    Some(locked) => return Ok(locked),
-                    None => continue, // the word changed under us: look again
-                }
+            let checked = check_owner || interval.is_none();
+            match self.attempt(park, live, me, checked)? {
+                Attempt::Got(locked) => return Ok(locked),
+                Attempt::Changed => continue, // the dead owner's word changed under us: look again
+                Attempt::Held => {}
             }
             check_owner = false;
             if deadline.passed() {
+                if !checked {
+                    check_owner = true; // one last look at the owner
+                    continue;
+                }
                 return Err(LockError::Timeout);
             }
             if spinner.spin(deadline) {
@@ -388,10 +382,22 @@ impl MutexWords {
         }
     }
 
-    /// Take the lock if it is free now. Does not check the owner's liveness (only a blocking
-    /// `lock` takes over a dead owner's lock); a held lock gives `Timeout`.
-    pub fn try_lock<P: Park>(&self, park: &P, me: Owner) -> Result<Locked, LockError> {
-        self.lock(park, &NeverDead, me, Deadline::Now)
+    /// Take the lock now, without waiting: if it is free, [`Locked::Acquired`]; if its owner
+    /// has died, take it over exactly as a blocked [`lock`](MutexWords::lock) does (one CAS from
+    /// the dead owner's exact word, `health` INCONSISTENT, [`Locked::OwnerDied`]); if a live
+    /// owner holds it, `Timeout`. The owner's liveness is asked once per call (in production a
+    /// `/proc` read, only when the lock is held); an owner whose liveness cannot be told is
+    /// alive. If the takeover CAS fails (another survivor took over first, or the word changed),
+    /// the lock is tried once more only in case it became free: no second liveness check, no loop.
+    pub fn try_lock<P: Park, L: Liveness>(&self, park: &P, live: &L, me: Owner) -> Result<Locked, LockError> {
+        match self.attempt(park, live, me, true)? {
+            Attempt::Got(locked) => Ok(locked),
+            Attempt::Held => Err(LockError::Timeout),
+            Attempt::Changed => match self.attempt(park, live, me, false)? {
+                Attempt::Got(locked) => Ok(locked),
+                Attempt::Held | Attempt::Changed => Err(LockError::Timeout),
+            },
+        }
     }
 
     /// Release the lock held by `me`, and wake the blocked lockers if there are any (no system
@@ -462,6 +468,32 @@ impl MutexWords {
         park.wake_all(&self.seq);
     }
 
+    /// One attempt, shared by `lock` and `try_lock`: refuse an UNRECOVERABLE mutex, CAS 0 → me,
+    /// and if the lock is held and `check_owner`, ask whether its owner is dead and take it over.
+    fn attempt<P: Park, L: Liveness>(
+        &self,
+        park: &P,
+        live: &L,
+        me: Owner,
+        check_owner: bool,
+    ) -> Result<Attempt, LockError> {
+        self.refuse_unrecoverable()?;
+        // SYNC(lock): Acquire CAS 0 → me; pairs with the Release CAS in `unlock`.
+        let cur = match self.lock.compare_exchange(0, me.word, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => return self.acquired(park, me, false).map(Attempt::Got),
+            Err(cur) => cur,
+        };
+        let owner = Owner::from_word(cur)?;
+        // SYNC(death): `is_dead` observes the death (acquire side), then the takeover CAS.
+        if check_owner && owner_dead(live, owner) {
+            return Ok(match self.take_over(park, cur, me)? {
+                Some(locked) => Attempt::Got(locked),
+                None => Attempt::Changed,
+            });
+        }
+        Ok(Attempt::Held)
+    }
+
     /// UNRECOVERABLE is terminal, so it can be read without the lock.
     fn refuse_unrecoverable(&self) -> Result<(), LockError> {
         match health_of(self.health.load(Ordering::Acquire))? {
@@ -514,6 +546,16 @@ impl MutexWords {
     }
 }
 
+/// What one lock attempt found.
+enum Attempt {
+    /// We hold the lock now (free, or taken over from a dead owner).
+    Got(Locked),
+    /// A live owner holds it (or its liveness was not asked).
+    Held,
+    /// The owner was dead, but the takeover CAS failed: the word changed meanwhile.
+    Changed,
+}
+
 /// The end of the next sleep slice: `interval` from now, or the deadline if that is sooner.
 fn slice_end(deadline: Deadline, interval: Duration) -> Deadline {
     let end = Deadline::after(interval);
@@ -527,26 +569,11 @@ fn slice_end(deadline: Deadline, interval: Duration) -> Deadline {
 mod tests {
     use super::*;
     use crate::wait::OsPark;
+    use crate::wait::test_support::CountingPark;
     use std::cell::UnsafeCell;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as StdOrdering};
     use std::time::Instant;
-
-    /// The shared futex, counting FUTEX_WAKE calls.
-    #[derive(Default)]
-    struct CountingPark {
-        wakes: AtomicUsize,
-    }
-
-    impl Park for CountingPark {
-        fn wait(&self, word: &AtomicU32, expected: u32, deadline: Option<std::time::Instant>) -> Wake {
-            OsPark.wait(word, expected, deadline)
-        }
-        fn wake_all(&self, word: &AtomicU32) {
-            self.wakes.fetch_add(1, StdOrdering::SeqCst);
-            OsPark.wake_all(word);
-        }
-    }
 
     /// Declares `dead_pid` dead once `dead` is true; checks every millisecond, or (interval
     /// `None`) relies on wakes only.
@@ -627,7 +654,7 @@ mod tests {
         let me = Owner::current();
         assert_eq!(m.owner(), Ok(None));
         assert_eq!(m.health(), Ok(Health::Consistent));
-        assert_eq!(m.try_lock(&OsPark, me), Ok(Locked::Acquired));
+        assert_eq!(m.try_lock(&OsPark, &ProcLiveness::default(), me), Ok(Locked::Acquired));
         assert_eq!(m.owner(), Ok(Some(me)));
         m.unlock(&OsPark, me).unwrap();
         assert_eq!(m.owner(), Ok(None));
@@ -650,8 +677,8 @@ mod tests {
     fn try_lock_and_timeouts_on_a_held_lock() {
         let m = MutexWords::new();
         let me = Owner::current();
-        assert_eq!(m.try_lock(&OsPark, me), Ok(Locked::Acquired));
-        assert_eq!(m.try_lock(&OsPark, me), Err(LockError::Timeout)); // not re-entrant
+        assert_eq!(m.try_lock(&OsPark, &ProcLiveness::default(), me), Ok(Locked::Acquired));
+        assert_eq!(m.try_lock(&OsPark, &ProcLiveness::default(), me), Err(LockError::Timeout)); // not re-entrant
         let t0 = Instant::now();
         assert_eq!(m.lock(&OsPark, &ProcLiveness::default(), me, soon(30)), Err(LockError::Timeout));
         let took = t0.elapsed();
@@ -669,7 +696,7 @@ mod tests {
         let m = Arc::new(MutexWords::new());
         let park = Arc::new(CountingPark::default());
         let me = Owner::current();
-        assert_eq!(m.try_lock(&*park, me), Ok(Locked::Acquired));
+        assert_eq!(m.try_lock(&*park, &ProcLiveness::default(), me), Ok(Locked::Acquired));
         let locker = {
             let (m, park) = (m.clone(), park.clone());
             std::thread::spawn(move || {
@@ -718,7 +745,7 @@ mod tests {
             t.join().unwrap();
         }
         assert!(t0.elapsed() < Duration::from_secs(60));
-        assert_eq!(m.try_lock(&OsPark, me), Ok(Locked::Acquired));
+        assert_eq!(m.try_lock(&OsPark, &ProcLiveness::default(), me), Ok(Locked::Acquired));
         // SAFETY: we hold the mutex and every other thread has been joined.
         assert_eq!(unsafe { *c.0.get() }, THREADS * ROUNDS);
         m.unlock(&OsPark, me).unwrap();
@@ -729,8 +756,6 @@ mod tests {
         let m = MutexWords::new();
         let me = Owner::current();
         m.lock.store(foreign().word(), StdOrdering::SeqCst); // a process that died holding it
-        // try_lock never takes over.
-        assert_eq!(m.try_lock(&OsPark, me), Err(LockError::Timeout));
         let live = FakeLiveness::dead(FOREIGN_PID);
         assert_eq!(m.lock(&OsPark, &live, me, soon(5_000)), Ok(Locked::OwnerDied));
         assert_eq!(m.owner(), Ok(Some(me)));
@@ -741,6 +766,131 @@ mod tests {
         assert_eq!(m.health(), Ok(Health::Consistent));
         assert_eq!(m.lock(&OsPark, &live, me, soon(100)), Ok(Locked::Acquired));
         m.unlock(&OsPark, me).unwrap();
+    }
+
+    /// Counts the liveness questions; `then` runs inside `is_dead`, to play a racing survivor.
+    struct Asked<'a> {
+        dead: bool,
+        asked: AtomicUsize,
+        then: Option<Box<dyn Fn() + 'a>>,
+    }
+
+    impl<'a> Asked<'a> {
+        fn new(dead: bool) -> Asked<'a> {
+            Asked { dead, asked: AtomicUsize::new(0), then: None }
+        }
+        fn racing(then: impl Fn() + 'a) -> Asked<'a> {
+            Asked { then: Some(Box::new(then)), ..Asked::new(true) }
+        }
+        fn asked(&self) -> usize {
+            self.asked.load(StdOrdering::SeqCst)
+        }
+    }
+
+    impl Liveness for Asked<'_> {
+        fn is_dead(&self, _pid: u32, _start: Option<u32>) -> bool {
+            self.asked.fetch_add(1, StdOrdering::SeqCst);
+            if let Some(f) = &self.then {
+                f();
+            }
+            self.dead
+        }
+    }
+
+    #[test]
+    fn try_lock_takes_over_a_dead_owner_without_waiting() {
+        let m = MutexWords::new();
+        let me = Owner::current();
+        // Free: no liveness question at all.
+        let alive = Asked::new(false);
+        assert_eq!(m.try_lock(&OsPark, &alive, me), Ok(Locked::Acquired));
+        assert_eq!(alive.asked(), 0);
+        m.unlock(&OsPark, me).unwrap();
+        // A live (or unknown) owner: asked once, never taken over.
+        m.lock.store(foreign().word(), StdOrdering::SeqCst);
+        assert_eq!(m.try_lock(&OsPark, &alive, me), Err(LockError::Timeout));
+        assert_eq!(alive.asked(), 1);
+        assert_eq!(m.owner(), Ok(Some(foreign())), "a live owner keeps its lock");
+        assert_eq!(m.health(), Ok(Health::Consistent));
+        // A dead owner: asked once, taken over at once, exactly as `lock` does.
+        let dead = Asked::new(true);
+        let park = CountingPark::default();
+        let t0 = Instant::now();
+        assert_eq!(m.try_lock(&park, &dead, me), Ok(Locked::OwnerDied));
+        assert!(t0.elapsed() < Duration::from_secs(1), "try_lock took {:?}", t0.elapsed());
+        assert_eq!(dead.asked(), 1);
+        assert_eq!(park.wakes.load(StdOrdering::SeqCst), 0);
+        assert_eq!(m.owner(), Ok(Some(me)));
+        assert_eq!(m.health(), Ok(Health::Inconsistent));
+        // Now we hold it (and are alive): a second try_lock is refused, nothing changes.
+        assert_eq!(m.try_lock(&OsPark, &ProcLiveness::default(), me), Err(LockError::Timeout));
+        assert_eq!(m.health(), Ok(Health::Inconsistent));
+        m.mark_consistent(me).unwrap();
+        m.unlock(&OsPark, me).unwrap();
+        assert_eq!(m.try_lock(&OsPark, &dead, me), Ok(Locked::Acquired));
+        m.unlock(&OsPark, me).unwrap();
+        // A dead taker that never decided: the next try_lock gets OwnerDied again.
+        m.lock.store(foreign().word(), StdOrdering::SeqCst);
+        m.health.store(INCONSISTENT, StdOrdering::SeqCst);
+        assert_eq!(m.try_lock(&OsPark, &dead, me), Ok(Locked::OwnerDied));
+        // Left without a decision: unrecoverable, also for try_lock, and the word stays free.
+        m.unlock(&OsPark, me).unwrap();
+        assert_eq!(m.try_lock(&OsPark, &dead, me), Err(LockError::Unrecoverable));
+        assert_eq!(m.owner(), Ok(None));
+        // A dead owner that wrote UNRECOVERABLE but died before releasing: refused, untouched.
+        m.lock.store(foreign().word(), StdOrdering::SeqCst);
+        assert_eq!(m.try_lock(&OsPark, &dead, me), Err(LockError::Unrecoverable));
+        assert_eq!(m.owner(), Ok(Some(foreign())));
+    }
+
+    #[test]
+    fn try_lock_losing_the_takeover_race_never_steals() {
+        let me = Owner::current();
+        let other = Owner::new(FOREIGN_PID + 1, Some(999)).unwrap();
+        // Between our liveness question and our CAS, another survivor takes over: we lose the
+        // CAS, find the lock held by a live owner, and give up without asking again.
+        let m = MutexWords::new();
+        m.lock.store(foreign().word(), StdOrdering::SeqCst);
+        let racer = Asked::racing(|| m.lock.store(other.word(), StdOrdering::SeqCst));
+        assert_eq!(m.try_lock(&OsPark, &racer, me), Err(LockError::Timeout));
+        assert_eq!(racer.asked(), 1, "one liveness question per try_lock");
+        assert_eq!(m.owner(), Ok(Some(other)), "the winner keeps the lock");
+        // ... and has already unlocked again: the one retry gets the free lock.
+        let m = MutexWords::new();
+        m.lock.store(foreign().word(), StdOrdering::SeqCst);
+        let racer = Asked::racing(|| m.lock.store(0, StdOrdering::SeqCst));
+        assert_eq!(m.try_lock(&OsPark, &racer, me), Ok(Locked::Acquired));
+        assert_eq!(racer.asked(), 1);
+        assert_eq!(m.owner(), Ok(Some(me)));
+        m.unlock(&OsPark, me).unwrap();
+    }
+
+    #[test]
+    fn try_lock_treats_an_owner_it_cannot_judge_as_alive() {
+        let me = Owner::current();
+        let live = ProcLiveness::default();
+        let m = MutexWords::new();
+        // This very process, known by its pid only (NO_START): alive.
+        m.lock.store(Owner::new(me.pid(), None).unwrap().word(), StdOrdering::SeqCst);
+        assert_eq!(m.try_lock(&OsPark, &live, me), Err(LockError::Timeout));
+        // pid 1 (init, or this container's first process) with its real start time: alive, even
+        // though `kill(1, 0)` may be refused.
+        let init = crate::process::ProcessId::of(1).expect("pid 1 exists");
+        let init = Owner::new(1, Some(init.start_time)).unwrap();
+        m.lock.store(init.word(), StdOrdering::SeqCst);
+        assert_eq!(m.try_lock(&OsPark, &live, me), Err(LockError::Timeout));
+        assert_eq!(m.owner(), Ok(Some(init)));
+    }
+
+    #[test]
+    fn lock_with_a_passed_deadline_still_checks_the_owner_once() {
+        let m = MutexWords::new();
+        let me = Owner::current();
+        m.lock.store(foreign().word(), StdOrdering::SeqCst);
+        let alive = Asked::new(false);
+        assert_eq!(m.lock(&OsPark, &alive, me, Deadline::Now), Err(LockError::Timeout));
+        assert_eq!(alive.asked(), 1);
+        assert_eq!(m.lock(&OsPark, &Asked::new(true), me, Deadline::Now), Ok(Locked::OwnerDied));
     }
 
     #[test]
@@ -755,7 +905,7 @@ mod tests {
         assert_eq!(m.health(), Ok(Health::Unrecoverable));
         assert_eq!(m.owner(), Ok(None));
         assert_eq!(m.lock(&park, &live, me, soon(100)), Err(LockError::Unrecoverable));
-        assert_eq!(m.try_lock(&park, me), Err(LockError::Unrecoverable));
+        assert_eq!(m.try_lock(&park, &live, me), Err(LockError::Unrecoverable));
         assert_eq!(m.owner(), Ok(None), "a refused lock leaves the mutex free");
     }
 
@@ -845,7 +995,7 @@ mod tests {
             let m = MutexWords::new();
             m.lock.store(bad, StdOrdering::SeqCst);
             assert!(matches!(m.lock(&OsPark, &live, me, soon(10)), Err(LockError::Corrupt(_))));
-            assert!(matches!(m.try_lock(&OsPark, me), Err(LockError::Corrupt(_))));
+            assert!(matches!(m.try_lock(&OsPark, &live, me), Err(LockError::Corrupt(_))));
             assert!(m.owner().is_err());
             assert!(m.unlock(&OsPark, me).is_err());
             assert_eq!(m.lock.load(StdOrdering::SeqCst), bad, "a corrupt word is never overwritten");

@@ -227,6 +227,7 @@ pub(crate) fn stats(shared: &Shared) -> Result<Stats, Corrupt> {
         receivers: ctl.lifecycle.receivers.load(Ordering::Relaxed),
         dead_peer: crate::peers::dead_peer(h)?,
         abandoned_claims: r(&ctl.lifecycle.abandoned_claims),
+        reclaimed_takes: r(&ctl.lifecycle.reclaimed_takes),
     })
 }
 

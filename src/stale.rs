@@ -761,7 +761,7 @@ mod tests {
         let (good, size) = fresh(layout::FLAVOR_MPMC);
         let cases: &[(usize, u64, bool, &str)] = &[
             (OFF_MAGIC, 0x1234, true, "magic"),
-            (OFF_VERSION, 2, false, "layout version"),
+            (OFF_VERSION, u64::from(layout::LAYOUT_VERSION) + 1, false, "layout version"),
             (OFF_ABI, 0, false, "ABI word"),
             (OFF_HEADER_SIZE, 8192, false, "header size"),
             (OFF_FLAVOR, 9, false, "flavour"),
@@ -803,7 +803,7 @@ mod tests {
         let d = decode(&b, size);
         assert!(d.problem.is_some());
         assert_eq!((d.creator, d.flavor), (Some(ProcessId::me()), None));
-        put32(&mut b, OFF_VERSION, 2);
+        put32(&mut b, OFF_VERSION, layout::LAYOUT_VERSION + 1);
         assert_eq!(decode(&b, size).creator, None, "another layout: its creator is not where we look");
     }
 }

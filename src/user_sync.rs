@@ -115,7 +115,8 @@ impl std::fmt::Debug for Event {
 /// [`Lock::OwnerDied`] with the guard and decides: repair the protected data and call
 /// [`MutexGuard::mark_consistent`], or drop the guard without doing so, which makes the mutex
 /// unrecoverable (every later `lock` fails with [`LockError::Unrecoverable`]). Never silently
-/// recovered, never deadlocked: a waiter checks the owner's liveness every 2 ms.
+/// recovered, never deadlocked: a waiter checks the owner's liveness every 2 ms, and
+/// [`try_lock`](Mutex::try_lock) checks it once, without waiting.
 ///
 /// The mutex is per process: threads of one process exclude each other too, but a thread must
 /// not lock it twice (that deadlocks, as with `std::sync::Mutex`).
@@ -139,7 +140,7 @@ pub struct Mutex {
     index: usize,
 }
 
-/// What [`Mutex::lock`] got.
+/// What [`Mutex::lock`] (or `try_lock`, `lock_timeout`) got.
 #[derive(Debug)]
 #[must_use = "OwnerDied means the protected data may be half-updated"]
 pub enum Lock<'a> {
@@ -209,9 +210,35 @@ impl Mutex {
         self.lock_until(Deadline::Never)
     }
 
-    /// Lock if nobody holds the mutex (or its holder is dead); `Err(Timeout)` otherwise.
+    /// Lock without waiting. A free mutex gives [`Lock::Acquired`]. A mutex whose holder has
+    /// died is taken over at once, exactly as a blocked [`lock`](Mutex::lock) would after its
+    /// next liveness check: [`Lock::OwnerDied`], and the data must be repaired and marked
+    /// consistent. A mutex held by a live process (this one included), or by one whose liveness
+    /// `/proc` cannot tell, gives `Err(LockError::Timeout)`; an unrecoverable one
+    /// `Err(LockError::Unrecoverable)`. Costs a CAS, plus one `/proc` read when the mutex is held.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ch = shmq::Channel::anonymous(&shmq::Config::new())?;
+    /// let m = ch.mutex(0)?;
+    /// let held = m.try_lock()?; // free: Acquired
+    /// assert!(!held.owner_died());
+    /// // Held by a live process (here: this one), so try_lock gives up at once.
+    /// assert!(matches!(m.try_lock(), Err(shmq::LockError::Timeout)));
+    /// drop(held);
+    /// match m.try_lock()? {
+    ///     shmq::Lock::Acquired(_guard) => { /* update the shared state */ }
+    ///     shmq::Lock::OwnerDied(guard) => {
+    ///         // The holder died holding it: repair the shared state, then:
+    ///         guard.mark_consistent()?;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn try_lock(&self) -> Result<Lock<'_>, LockError> {
-        self.lock_until(Deadline::Now)
+        let me = owner();
+        let l = self.words().try_lock(&OsPark, &ProcLiveness::default(), me)?;
+        Ok(self.locked(me, l))
     }
 
     /// Lock, waiting at most `timeout`.

@@ -207,3 +207,30 @@ impl Spinner {
         true
     }
 }
+
+/// Helpers shared by the unit tests of the protocols built on [`Park`].
+#[cfg(all(test, not(shmq_loom)))]
+pub(crate) mod test_support {
+    use super::{OsPark, Park};
+    use crate::futex::Wake;
+    use crate::sync::AtomicU32;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    /// The shared futex, counting the FUTEX_WAKE calls: shows which paths make a system call.
+    #[derive(Debug, Default)]
+    pub(crate) struct CountingPark {
+        /// How many times `wake_all` was called.
+        pub(crate) wakes: AtomicUsize,
+    }
+
+    impl Park for CountingPark {
+        fn wait(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Wake {
+            OsPark.wait(word, expected, deadline)
+        }
+        fn wake_all(&self, word: &AtomicU32) {
+            self.wakes.fetch_add(1, Ordering::SeqCst);
+            OsPark.wake_all(word);
+        }
+    }
+}

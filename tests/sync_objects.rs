@@ -2,7 +2,8 @@
 //! The events and crash-aware mutexes of a channel segment, used by real processes: an event
 //! set in one process wakes waiters in others; a mutex excludes processes from each other; and
 //! a process killed while holding the mutex hands the next locker `OwnerDied` (never a silent
-//! recovery, never a deadlock), after which the lock is repaired or becomes unrecoverable.
+//! recovery, never a deadlock), after which the lock is repaired or becomes unrecoverable; a
+//! `try_lock` takes such a lock over at once, without waiting, but never from a live holder.
 
 mod common;
 
@@ -53,6 +54,18 @@ fn child_entry() {
             // SAFETY: kill(2) on our own pid; SIGKILL ends the process at once.
             unsafe { libc::kill(std::process::id() as i32, libc::SIGKILL) };
             unreachable!();
+        }
+        "lock_and_hold" => {
+            // Lock mutex SHMQ_IT_MUTEX, say so through the event of the same index, and hold the
+            // lock until the parent's SIGKILL (bounded, should the parent never send it).
+            let i: usize = env_var("SHMQ_IT_MUTEX").parse().unwrap();
+            let m = ch.mutex(i).unwrap();
+            let g = m.lock().unwrap();
+            assert!(!g.owner_died(), "nobody died here");
+            ch.event(i, Reset::Manual).unwrap().set().unwrap();
+            std::mem::forget(g);
+            std::thread::sleep(Duration::from_secs(60));
+            panic!("lock_and_hold: the parent never killed this child");
         }
         "mutex_loop" => {
             // Lock, update the file, unlock, forever: killed by the parent at a random moment.
@@ -218,4 +231,98 @@ fn kill_while_holding_the_mutex_in_a_loop() {
     std::fs::remove_file(&file).unwrap();
     drop((m, ch));
     scope.finish();
+}
+
+/// Wait until our child `pid` has exited as a whole (every thread), without reaping it: a
+/// zombie whose pid is still taken. (Only the *leader* being a zombie is not enough: while other
+/// threads are still exiting, `/proc` shows a zombie leader of a live thread group, which shmq
+/// rightly treats as alive.)
+fn wait_until_zombie(pid: u32) {
+    let t0 = Instant::now();
+    loop {
+        // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | libc::WNOWAIT | libc::WNOHANG;
+        // SAFETY: `info` is valid and writable; WNOWAIT leaves the child unreaped (its pid stays
+        // ours), WNOHANG returns at once.
+        let rc = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+        assert_eq!(rc, 0, "waitid({pid}): {}", std::io::Error::last_os_error());
+        // SAFETY: waitid filled `info` (or left it zeroed: si_pid 0), and si_pid is valid for
+        // SIGCHLD information.
+        if unsafe { info.si_pid() } == pid as libc::pid_t {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "child {pid} has not exited 10 s after SIGKILL");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("an unreaped child has a /proc entry");
+    // Field 2 (the command) is in parentheses and may contain anything: parse after the last ')'.
+    let state = stat[stat.rfind(')').unwrap() + 1..].split_ascii_whitespace().next().map(str::to_owned);
+    assert_eq!(state.as_deref(), Some("Z"), "an exited, unreaped child is a zombie");
+}
+
+/// A child locks mutex `index` and holds it. While it lives, the parent's `try_lock` is refused
+/// (`Timeout`) at once. The child is SIGKILLed (and reaped first, or left a zombie): the parent's
+/// next `try_lock` returns `OwnerDied` with the guard at once, without waiting; after
+/// `mark_consistent` and unlock, a plain `try_lock` is `Acquired`.
+fn try_lock_takes_over_a_killed_owner(tag: &str, index: usize, reap_first: bool) {
+    let scope = Scope::new(tag);
+    let name = scope.name("ch");
+    let ch = Channel::create(&name, &Config::new()).unwrap();
+    let m = ch.mutex(index).unwrap();
+    let locked = ch.event(index, Reset::Manual).unwrap();
+    let idx = index.to_string();
+    let child = scope.spawn("lock_and_hold", &[("SHMQ_IT_NAME", name.as_str()), ("SHMQ_IT_MUTEX", idx.as_str())]);
+    if !locked.wait_timeout(Duration::from_secs(20)).unwrap() {
+        child.fail("the child never took the lock");
+    }
+    let t0 = Instant::now();
+    assert!(matches!(m.try_lock(), Err(LockError::Timeout)), "try_lock must not take a live holder's lock");
+    let refused = t0.elapsed();
+
+    let pid = child.pid();
+    // SAFETY: kill(2) on our own unreaped child (its pid cannot have been reused).
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let zombie = if reap_first {
+        let f = child.wait(CHILD_TIMEOUT);
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&f.status), Some(libc::SIGKILL), "{}", f.output());
+        None
+    } else {
+        wait_until_zombie(pid);
+        Some(child)
+    };
+
+    let t0 = Instant::now();
+    let g = match m.try_lock().expect("try_lock after the holder was killed") {
+        Lock::OwnerDied(g) => g,
+        other => panic!("expected OwnerDied from try_lock, got {other:?}"),
+    };
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(1), "try_lock took {took:?}: it must not wait");
+    assert!(!m.is_unrecoverable().unwrap());
+    assert!(matches!(m.try_lock(), Err(LockError::Timeout)), "we hold it now, and we are alive");
+    g.mark_consistent().unwrap();
+    drop(g);
+    assert!(!m.is_unrecoverable().unwrap());
+    assert!(matches!(m.try_lock().unwrap(), Lock::Acquired(_)), "repaired: a plain Acquired");
+    eprintln!(
+        "try_lock (mutex {index}, holder {}): refused a live holder in {refused:?}, took over in {took:?}",
+        if reap_first { "reaped" } else { "a zombie" }
+    );
+    if let Some(child) = zombie {
+        let f = child.wait(CHILD_TIMEOUT);
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&f.status), Some(libc::SIGKILL), "{}", f.output());
+    }
+    drop((locked, m, ch));
+    scope.finish();
+}
+
+#[test]
+fn try_lock_takes_over_from_a_killed_and_reaped_owner() {
+    try_lock_takes_over_a_killed_owner("tlr", 3, true);
+}
+
+#[test]
+fn try_lock_takes_over_from_a_killed_zombie_owner() {
+    try_lock_takes_over_a_killed_owner("tlz", 1, false);
 }

@@ -5,15 +5,23 @@
 //! * the survivors must neither hang nor crash: they finish within [`DEADLINE`] of the kill, with
 //!   a clean exit (a hang fails the iteration with the state of every process and of the
 //!   segment);
-//! * when the consumer survived, every message a producer reported as sent is received exactly
-//!   once, intact, in order per producer. A producer killed in the middle of an operation may
-//!   have had it accepted without reporting it, so the messages of that one operation (one, or
-//!   the rest of a `send_batch`) may arrive unreported, and only as its next seqs. A live
-//!   producer's count must match exactly;
-//! * when the consumer was killed, the surviving producers finish, or are refused with the
+//! * when the consumers survived, every message a producer reported as sent is received exactly
+//!   once, intact, in order per producer (MPMC, whose consumers share the messages: every
+//!   (producer, seq) exactly once, in order per producer within each consumer). A producer
+//!   killed in the middle of an operation may have had it accepted without reporting it, so the
+//!   messages of that one operation (one, or the rest of a `send_batch`) may arrive unreported,
+//!   and only as its next seqs. A live producer's count must match exactly;
+//! * when a consumer was killed, the surviving producers finish, or are refused with the
 //!   message handed back intact, within the deadline;
+//! * in a mutex iteration (one in three) the victim holds the channel's mutex around most of its
+//!   operations and every survivor locks it from a thread of its own every few hundred µs: a
+//!   lock returns `Acquired` or `OwnerDied` within [`MX_LIMIT`] (never hangs), `OwnerDied`
+//!   exactly once if the victim died holding the mutex and never if it did not, `Acquired` never
+//!   finds the data the mutex protects half-updated, and after `mark_consistent` the mutex
+//!   works (the parent locks it twice more at the end);
 //! * a death before the victim's own close is reported as one (`RecvError::PeerDead` /
-//!   `SendError::PeerDead`, naming the victim), and `dead_peer()` names the victim if anyone;
+//!   `SendError::PeerDead`, naming the victim; not checked for MPMC, where the survivors of the
+//!   victim's side may close first), and `dead_peer()` names the victim if anyone;
 //! * the test then plays the cleaner (`shmq::unlink`): nothing of it is left in `/dev/shm`, and
 //!   every child is reaped (`Scope::finish`).
 //!
@@ -24,8 +32,9 @@
 //!
 //! Both print a summary on stderr (`--nocapture` shows it for a passing run too): iterations and
 //! messages checked per flavour and victim, where the victims died (by plan), how long the
-//! survivors took to notice, the known limits hit, the failures with their seeds. 500 iterations
-//! take about 12 s on the idle 2-core VM, 10,000 about 4 minutes.
+//! survivors took to notice, the mutex figures, the MPMC dead-claim figures, the known limits
+//! hit, the failures with their seeds. On the 2-core VM, with other jobs running, 500
+//! iterations take 9-10 s and 2,000 about 41 s.
 //!
 //! | variable | meaning |
 //! |---|---|
@@ -43,8 +52,10 @@
 //! pieces; MPMC messages stay under its half-ring limit), the mix of send and receive forms
 //! (`send`, `send_timeout`, `reserve` + `commit`, `send_batch`; `recv_into`, `recv_ref` held
 //! while checking, `recv_timeout`, `recv_batch`), who dies (SPSC: the producer or the consumer;
-//! MPSC, 2 producers: either producer or the consumer; MPMC, 2 + 2: a consumer), where the
-//! consumer runs (a child, or a thread of this process when a producer dies) and how ([`Plan`]):
+//! MPSC, 2 producers: either producer or the consumer; MPMC: with 2 producers and 2 consumers a
+//! consumer, or with 3 producers and 2 consumers a producer, while the other two go on and
+//! close normally), where consumer 0 runs (a child, or a thread of this process when a producer
+//! dies), whether the mutex is used, and how the victim dies ([`Plan`]):
 //!
 //! * by the parent: SIGKILL a random 0-300 µs after it sees the victim reach a random message;
 //! * at a step: the victim's killer goes off a random time into a chosen send or receive;
@@ -63,10 +74,11 @@
 //! Children are this test binary started again in a child role (`common::Scope::spawn`). They
 //! report through a *board*: a small file every process maps, where each child stores, with
 //! atomic stores, its phase (in a send, in a receive, holding a borrowed message, closing...),
-//! the operation in flight, and after every accepted send the number of messages accepted (after
-//! every received message, the next seq expected from each producer). Unlike lines on a pipe,
-//! these stores are neither lost nor torn by SIGKILL and cost no system call, so the reporting
-//! does not slow the senders down, and the victim's last phase says where it died.
+//! the operation in flight, whether it holds the mutex, and after every accepted send the
+//! number of messages accepted (after every received message, the next seq expected from each
+//! producer). Unlike lines on a pipe, these stores are neither lost nor torn by SIGKILL and cost
+//! no system call, so the reporting does not slow the senders down, and the victim's last phase
+//! says where it died.
 //!
 //! # Known limits (DESIGN.md section 9), remedied unless `SHMQ_TORTURE_STRICT=1`
 //!
@@ -76,6 +88,13 @@
 //!   uncommitted claim at the head while a live producer is still sending; the parent then plays
 //!   the supervisor and calls `drain()`: the live producer is refused, the receiver skips the
 //!   dead claim and reaches end-of-stream, and every message is still checked.
+//! * MPMC, the same for a producer: its claimed cells are padded only once the channel is closed
+//!   for sending and no sender is attached (DESIGN.md section 4d), so surviving producers that
+//!   still have much to send fill the ring and block. Recognised and remedied the same way
+//!   (`drain()`). The summary counts, among the iterations where a dead claim was padded and
+//!   the survivors sent after the kill, those where a consumer received a message a survivor
+//!   sent after the kill while that survivor was still attached: none with the protocol of
+//!   section 4d, most of them once the consumers skip a dead claim while senders stay attached.
 //! * MPMC: a consumer killed between taking a unit and releasing its cells leaves cells no
 //!   producer can reuse: everything stops once the producers come round to them. DESIGN.md lists
 //!   the producer side of this ("MPMC has no unblock yet"); the consumer side is the same gap.
@@ -98,12 +117,12 @@
 mod common;
 
 use common::*;
-use shmq::{Config, DeadPeer, mpmc, mpsc};
+use shmq::{Config, DeadPeer, Lock, MutexGuard, mpmc, mpsc};
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -119,17 +138,26 @@ const LONG: Duration = Duration::from_secs(120);
 // ---------------------------------------------------------------------------------------------
 // The board: a shared file of u64 words every process of an iteration maps.
 
-const BOARD_BYTES: usize = 8192;
-/// Slots: 0, 1 producers; 2, 3 consumers.
-const SLOTS: usize = 4;
+const BOARD_BYTES: usize = 16384;
+/// Producers of an iteration, at most (MPMC with a producer victim).
+const MAX_PRODUCERS: usize = 3;
+/// Slots: producers 0..MAX_PRODUCERS, then 2 consumers.
+const SLOTS: usize = MAX_PRODUCERS + 2;
 const SLOT_WORDS: usize = 32;
-const CONSUMER_SLOT: usize = 2;
+const CONSUMER_SLOT: usize = MAX_PRODUCERS;
 /// Set by the parent once every process is attached.
 const W_GO: usize = SLOTS * SLOT_WORDS;
+/// Two words: the data the mutex protects in a mutex iteration ([`ledger`]).
+const W_LEDGER: usize = W_GO + 1;
+/// MPMC, at W_RX_ATTACHED + p: 1 + the highest seq of producer p that a consumer received while
+/// p had not started its close.
+const W_RX_ATTACHED: usize = W_GO + 4;
 /// MPMC: one bit per (producer, seq), set by the consumer that got the message.
 const W_BITMAP: usize = 256;
 const MAX_COUNT: u64 = 16384;
 const BITMAP_WORDS: usize = (MAX_COUNT / 64) as usize;
+const _: () = assert!(W_RX_ATTACHED + MAX_PRODUCERS <= W_BITMAP);
+const _: () = assert!((W_BITMAP + MAX_PRODUCERS * BITMAP_WORDS) * 8 <= BOARD_BYTES);
 
 // Fields of a slot.
 const F_PHASE: usize = 0;
@@ -142,7 +170,7 @@ const F_DONE: usize = 3;
 const F_OUTCOME: usize = 4;
 /// CLOCK_MONOTONIC ns of the outcome (the last send or receive returned).
 const F_T_OUT: usize = 5;
-/// CLOCK_MONOTONIC ns at which the victim's own killer fired.
+/// CLOCK_MONOTONIC ns at which the victim's own killer fired (or the parent sent SIGKILL).
 const F_KILL_NS: usize = 6;
 const F_PID: usize = 7;
 const F_BYTES: usize = 8;
@@ -152,8 +180,23 @@ const F_DEAD_PID: usize = 9;
 const F_BIG: usize = 10;
 /// How long the close (the drop of the handle) took, in ns.
 const F_CLOSE_NS: usize = 11;
+/// The victim, mutex iterations: where it is with the mutex (`MX_*`).
+const F_MX: usize = 12;
+/// A survivor's locker: locks taken.
+const F_MX_LOCKS: usize = 13;
+/// A survivor's locker: `OwnerDied` results.
+const F_MX_DIED: usize = 14;
+/// A survivor's locker: 1 + the longest a lock that returned after the kill took, counted from
+/// the kill or from the call if it came later, in ns (0: none returned after the kill).
+const F_MX_AFTER_NS: usize = 15;
 /// Consumer: next seq expected from producer p, at F_NEXT + p.
 const F_NEXT: usize = 16;
+/// A survivor's locker: 1 + how long its `OwnerDied` lock took, from the kill or from the call
+/// if it came later, in ns.
+const F_MX_DIED_NS: usize = F_NEXT + MAX_PRODUCERS;
+/// A survivor's locker: its `OwnerDied` found the ledger half-updated.
+const F_MX_TORN: usize = F_MX_DIED_NS + 1;
+const _: () = assert!(F_MX_TORN < SLOT_WORDS);
 
 // Phases.
 const PH_START: u64 = 0;
@@ -204,6 +247,22 @@ fn outcome_name(o: u64) -> &'static str {
         O_END_DEAD => "end-of-stream (PeerDead)",
         O_STOPPED => "stopped early to close",
         _ => "unknown outcome",
+    }
+}
+
+// Where the victim is with the mutex (F_MX).
+const MX_OUT: u64 = 0;
+const MX_LOCKING: u64 = 1;
+const MX_HOLDING: u64 = 2;
+const MX_UNLOCKING: u64 = 3;
+
+fn mx_name(m: u64) -> &'static str {
+    match m {
+        MX_OUT => "not holding the mutex",
+        MX_LOCKING => "inside lock()",
+        MX_HOLDING => "holding the mutex",
+        MX_UNLOCKING => "inside the unlock",
+        _ => "unknown mutex state",
     }
 }
 
@@ -265,16 +324,20 @@ impl Board {
         }
     }
 
+    fn bitmap(&self, p: usize, seq: u64) -> (&AtomicU64, u64) {
+        assert!(p < MAX_PRODUCERS && seq < MAX_COUNT);
+        (self.word(W_BITMAP + p * BITMAP_WORDS + (seq / 64) as usize), 1u64 << (seq % 64))
+    }
+
     /// Mark (producer p, seq) received; true if it already was (a duplicate).
     fn mark(&self, p: usize, seq: u64) -> bool {
-        assert!(seq < MAX_COUNT);
-        let bit = 1u64 << (seq % 64);
-        self.word(W_BITMAP + p * BITMAP_WORDS + (seq / 64) as usize).fetch_or(bit, Ordering::AcqRel) & bit != 0
+        let (w, bit) = self.bitmap(p, seq);
+        w.fetch_or(bit, Ordering::AcqRel) & bit != 0
     }
 
     fn marked(&self, p: usize, seq: u64) -> bool {
-        let bit = 1u64 << (seq % 64);
-        self.word(W_BITMAP + p * BITMAP_WORDS + (seq / 64) as usize).load(Ordering::Acquire) & bit != 0
+        let (w, bit) = self.bitmap(p, seq);
+        w.load(Ordering::Acquire) & bit != 0
     }
 }
 
@@ -313,6 +376,13 @@ impl Slot<'_> {
         self.set(F_DEAD_PID, u64::from(dead_pid));
         self.set(F_OUTCOME, o);
     }
+
+    /// A producer's messages that may be accepted already: those reported, plus those of the
+    /// operation in flight.
+    fn maybe_sent(&self) -> u64 {
+        let in_op = matches!(self.get(F_PHASE), PH_SEND | PH_RESERVED);
+        self.get(F_DONE) + if in_op { self.get(F_OP_N) } else { 0 }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -332,6 +402,11 @@ impl Flavour {
             Flavour::Mpsc => "mpsc",
             Flavour::Mpmc => "mpmc",
         }
+    }
+
+    /// Whether it has `send_batch` and `recv_batch`.
+    fn batches(self) -> bool {
+        self != Flavour::Spsc
     }
 }
 
@@ -378,14 +453,17 @@ enum Plan {
     Close { at: u64, jitter_ns: u64 },
 }
 
+/// [`Plan::name`]s, in the order of the summary's columns.
+const PLAN_NAMES: [&str; 4] = ["by the parent", "at a step", "after reserve", "in close"];
+
 impl Plan {
     fn name(self) -> &'static str {
-        match self {
-            Plan::Parent { .. } => "by the parent",
-            Plan::Step { .. } => "at a step",
-            Plan::Reserve { .. } => "after reserve",
-            Plan::Close { .. } => "in close",
-        }
+        PLAN_NAMES[match self {
+            Plan::Parent { .. } => 0,
+            Plan::Step { .. } => 1,
+            Plan::Reserve { .. } => 2,
+            Plan::Close { .. } => 3,
+        }]
     }
 }
 
@@ -396,16 +474,19 @@ struct Spec {
     cap: usize,
     producers: usize,
     consumers: usize,
-    counts: [u64; 2],
+    counts: [u64; MAX_PRODUCERS],
     victim: Victim,
     plan: Plan,
     /// Consumer 0 is a thread of the parent (only when a producer is the victim).
     consumer_in_parent: bool,
+    /// The victim holds the channel's mutex around most of its operations, and every survivor
+    /// locks it now and then ([`Holder`], [`Locker`]).
+    mutex: bool,
 }
 
 /// Messages the victim would send or receive if it lived.
 /// (An MPMC consumer gets about half of them: a third is what it surely reaches.)
-fn victim_ops(victim: Victim, counts: &[u64; 2], producers: usize, flavour: Flavour) -> u64 {
+fn victim_ops(victim: Victim, counts: &[u64], producers: usize, flavour: Flavour) -> u64 {
     match victim {
         Victim::Producer(p) => counts[p],
         Victim::Consumer(_) if flavour == Flavour::Mpmc => counts[..producers].iter().sum::<u64>() / 3,
@@ -446,15 +527,20 @@ impl Spec {
         let flavour = ROTATION[(seed % 5) as usize];
         let r = &mut SplitMix64::new(seed);
         let cap = 4096usize << roll(r, 5);
-        let producers = if flavour == Flavour::Spsc { 1 } else { 2 };
-        let consumers = if flavour == Flavour::Mpmc { 2 } else { 1 };
-        let counts = [200 + roll(r, 2800), 200 + roll(r, 2800)];
+        let counts = [(); MAX_PRODUCERS].map(|()| 200 + roll(r, 2800));
         let victim = match flavour {
             Flavour::Spsc if roll(r, 2) == 0 => Victim::Producer(0),
             Flavour::Spsc => Victim::Consumer(0),
             Flavour::Mpsc if roll(r, 3) < 2 => Victim::Producer(roll(r, 2) as usize),
             Flavour::Mpsc => Victim::Consumer(0),
+            Flavour::Mpmc if roll(r, 2) == 0 => Victim::Producer(roll(r, 3) as usize),
             Flavour::Mpmc => Victim::Consumer(roll(r, 2) as usize),
+        };
+        let (producers, consumers) = match (flavour, victim) {
+            (Flavour::Spsc, _) => (1, 1),
+            (Flavour::Mpsc, _) => (2, 1),
+            (Flavour::Mpmc, Victim::Producer(_)) => (3, 2),
+            (Flavour::Mpmc, Victim::Consumer(_)) => (2, 2),
         };
         let consumer_in_parent = matches!(victim, Victim::Producer(_)) && roll(r, 2) == 0;
         let ops = victim_ops(victim, &counts, producers, flavour);
@@ -469,11 +555,17 @@ impl Spec {
             }
             _ => Plan::Close { at: ops / 2 + roll(r, ops / 2 + 1), jitter_ns: roll(r, CLOSE_JITTER_NS) },
         };
-        Spec { seed, flavour, cap, producers, consumers, counts, victim, plan, consumer_in_parent }
+        let mutex = roll(r, 3) == 0;
+        Spec { seed, flavour, cap, producers, consumers, counts, victim, plan, consumer_in_parent, mutex }
     }
 
     fn config(&self) -> Config {
         Config::new().capacity(self.cap)
+    }
+
+    /// The board slots in use.
+    fn slots(&self) -> Vec<usize> {
+        (0..self.producers).chain(CONSUMER_SLOT..CONSUMER_SLOT + self.consumers).collect()
     }
 }
 
@@ -558,7 +650,7 @@ struct Checker<'a> {
     spec: &'a Spec,
     board: &'a Board,
     slot: usize,
-    next: [u64; 2],
+    next: [u64; MAX_PRODUCERS],
     total: u64,
     bytes: u64,
     big: u64,
@@ -571,6 +663,9 @@ impl Checker<'_> {
         if self.spec.flavour == Flavour::Mpmc {
             assert!(seq >= self.next[p], "{who}: producer {p} seq {seq} after seq {}: out of order", self.next[p]);
             assert!(!self.board.mark(p, seq), "{who}: producer {p} seq {seq} received twice");
+            if self.board.slot(p).get(F_PHASE) < PH_CLOSING {
+                self.board.word(W_RX_ATTACHED + p).fetch_max(seq + 1, Ordering::AcqRel);
+            }
         } else {
             assert!(
                 seq == self.next[p],
@@ -590,6 +685,36 @@ impl Checker<'_> {
         s.set(F_BYTES, self.bytes);
         s.set(F_BIG, self.big);
         s.set(F_DONE, self.total);
+    }
+}
+
+/// What the consumers got of one producer's messages: how many of its first `acked` seqs are
+/// missing, how many it got in all, and 1 + the highest seq got (0: none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Got {
+    missing: u64,
+    count: u64,
+    beyond: u64,
+}
+
+impl Got {
+    /// SPSC, MPSC: the one consumer got seqs 0..next, each once and in order (it checked).
+    fn in_order(next: u64, acked: u64) -> Got {
+        Got { missing: acked.saturating_sub(next), count: next, beyond: next }
+    }
+
+    /// MPMC: from the bitmap the consumers marked.
+    fn marked(board: &Board, p: usize, acked: u64) -> Got {
+        let mut g = Got { missing: 0, count: 0, beyond: 0 };
+        for seq in 0..MAX_COUNT {
+            if board.marked(p, seq) {
+                g.count += 1;
+                g.beyond = seq + 1;
+            } else if seq < acked {
+                g.missing += 1;
+            }
+        }
+        g
     }
 }
 
@@ -641,15 +766,44 @@ enum Ch {
     Mpmc(mpmc::Channel),
 }
 
-macro_rules! on_ch {
-    ($ch:expr, $c:ident => $body:expr) => {
-        match $ch {
-            Ch::Spsc($c) => $body,
-            Ch::Mpsc($c) => $body,
-            Ch::Mpmc($c) => $body,
+enum Tx {
+    Spsc(shmq::Sender),
+    Mpsc(mpsc::Sender),
+    Mpmc(mpmc::Sender),
+}
+
+enum Rx {
+    Spsc(shmq::Receiver),
+    Mpsc(mpsc::Receiver),
+    Mpmc(mpmc::Receiver),
+}
+
+/// `$body` with `$x` bound to the channel, sender or receiver inside `$e` (a [`Ch`], [`Tx`] or
+/// [`Rx`], named by `$ty`), whatever its flavour: one body for the three types.
+macro_rules! each {
+    ($e:expr, $ty:ident, $x:ident => $body:expr) => {
+        match $e {
+            $ty::Spsc($x) => $body,
+            $ty::Mpsc($x) => $body,
+            $ty::Mpmc($x) => $body,
         }
     };
 }
+
+/// SPSC has no batch forms. These stand in for them so that one body of code serves the three
+/// flavours ([`each!`]); it never picks a batch form for SPSC ([`Flavour::batches`]).
+trait SpscHasNoBatches {
+    fn send_batch(&mut self, _: &[Vec<u8>]) -> Result<(), shmq::SendError<usize>> {
+        unreachable!("SPSC has no send_batch")
+    }
+
+    fn recv_batch(&mut self, _: usize) -> Result<mpmc::Batch<'_>, shmq::RecvError> {
+        unreachable!("SPSC has no recv_batch")
+    }
+}
+
+impl SpscHasNoBatches for shmq::Sender {}
+impl SpscHasNoBatches for shmq::Receiver {}
 
 impl Ch {
     fn create(spec: &Spec, name: &str) -> Ch {
@@ -671,15 +825,24 @@ impl Ch {
     }
 
     fn drain(&self) {
-        on_ch!(self, c => c.drain()).expect("drain");
+        each!(self, Ch, c => c.drain()).expect("drain");
     }
 
     fn close_now(&self) {
-        on_ch!(self, c => c.close_now()).expect("close_now");
+        each!(self, Ch, c => c.close_now()).expect("close_now");
     }
 
     fn dead_peer(&self) -> Option<DeadPeer> {
-        on_ch!(self, c => c.dead_peer()).expect("dead_peer")
+        each!(self, Ch, c => c.dead_peer()).expect("dead_peer")
+    }
+
+    fn stats(&self) -> shmq::Stats {
+        each!(self, Ch, c => c.stats()).expect("stats")
+    }
+
+    /// The mutex of the mutex iterations.
+    fn mutex(&self) -> shmq::Mutex {
+        each!(self, Ch, c => c.mutex(MX_INDEX)).expect("mutex")
     }
 
     fn sender(&self) -> Tx {
@@ -697,18 +860,6 @@ impl Ch {
             Ch::Mpmc(c) => Rx::Mpmc(c.receiver().expect("attach receiver")),
         }
     }
-}
-
-enum Tx {
-    Spsc(shmq::Sender),
-    Mpsc(mpsc::Sender),
-    Mpmc(mpmc::Sender),
-}
-
-enum Rx {
-    Spsc(shmq::Receiver),
-    Mpsc(mpsc::Receiver),
-    Mpmc(mpmc::Receiver),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -776,6 +927,159 @@ fn linger(killer: Option<&mut Killer>) -> ! {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The channel's mutex, in the mutex iterations.
+
+/// The mutex of the segment the mutex iterations use.
+const MX_INDEX: usize = 0;
+/// A lock that takes longer fails the iteration. The victim holds the mutex for at most one
+/// send, receive or close, which live peers let it finish in milliseconds, and a dead owner is
+/// noticed within 2 ms.
+const MX_LIMIT: Duration = Duration::from_secs(5);
+
+/// The data the mutex protects: two board words that a holder makes unequal on entering and
+/// equal again before leaving. A lock that returns `Acquired` and finds them unequal means the
+/// mutex let two holders in, or recovered silently from a holder's death.
+fn ledger(board: &Board) -> (&AtomicU64, &AtomicU64) {
+    (board.word(W_LEDGER), board.word(W_LEDGER + 1))
+}
+
+/// The victim's use of the mutex: it holds it around most of its operations ([`Held`]), so that
+/// the kill lands while it is held in most mutex iterations, and says on the board where it is
+/// with it (`F_MX`), so the parent knows whether it died holding it.
+struct Holder {
+    m: shmq::Mutex,
+    board: Arc<Board>,
+    slot: usize,
+}
+
+/// The mutex held by the victim around one operation; dropping it balances the ledger and
+/// unlocks.
+struct Held<'a> {
+    h: &'a Holder,
+    guard: Option<MutexGuard<'a>>,
+}
+
+impl Holder {
+    fn new(ch: &Ch, board: &Arc<Board>, slot: usize) -> Holder {
+        Holder { m: ch.mutex(), board: board.clone(), slot }
+    }
+
+    /// The victim holds the mutex around three operations in four.
+    fn maybe<'a>(h: Option<&'a Holder>, rng: &mut SplitMix64) -> Option<Held<'a>> {
+        h.filter(|_| roll(rng, 4) != 0).map(Holder::lock)
+    }
+
+    fn lock(&self) -> Held<'_> {
+        let s = self.board.slot(self.slot);
+        s.set(F_MX, MX_LOCKING);
+        // Nobody else dies holding it, and nobody holds it long.
+        let guard = match self.m.lock_timeout(MX_LIMIT) {
+            Ok(Lock::Acquired(g)) => g,
+            other => panic!("the victim's lock: {other:?}"),
+        };
+        s.set(F_MX, MX_HOLDING);
+        let (a, b) = ledger(&self.board);
+        let v = a.load(Ordering::Acquire);
+        assert_eq!(v, b.load(Ordering::Acquire), "the victim's lock: Acquired with the ledger half-updated");
+        a.store(v + 1, Ordering::Release);
+        Held { h: self, guard: Some(guard) }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let (a, b) = ledger(&self.h.board);
+        b.store(a.load(Ordering::Acquire), Ordering::Release);
+        let s = self.h.board.slot(self.h.slot);
+        s.set(F_MX, MX_UNLOCKING);
+        drop(self.guard.take());
+        s.set(F_MX, MX_OUT);
+    }
+}
+
+/// A survivor's lock: within [`MX_LIMIT`] it returns `Acquired` with the ledger balanced, or
+/// `OwnerDied`, after which the ledger (maybe half-updated) is balanced again and the mutex
+/// marked consistent. Then one balanced update of the ledger, and unlock. `Ok(Some(torn))` for
+/// `OwnerDied`.
+fn survivor_lock(m: &shmq::Mutex, board: &Board) -> Result<Option<bool>, String> {
+    let l = m.lock_timeout(MX_LIMIT).map_err(|e| format!("lock_timeout({MX_LIMIT:?}): {e}"))?;
+    let (a, b) = ledger(board);
+    let (va, vb) = (a.load(Ordering::Acquire), b.load(Ordering::Acquire));
+    let died = match &l {
+        Lock::Acquired(_) if va != vb => {
+            return Err(format!("Acquired with the ledger half-updated ({va} != {vb}): a silent recovery"));
+        }
+        Lock::Acquired(_) => None,
+        Lock::OwnerDied(g) => {
+            b.store(va, Ordering::Release);
+            g.mark_consistent().map_err(|e| format!("mark_consistent after OwnerDied: {e}"))?;
+            Some(va != vb)
+        }
+    };
+    a.store(va + 1, Ordering::Release);
+    b.store(va + 1, Ordering::Release);
+    drop(l);
+    Ok(died)
+}
+
+/// A survivor's locker thread: takes the mutex ([`survivor_lock`]) every 100-400 µs until
+/// stopped, and notes on the board how many locks it took, its `OwnerDied`, and how long its
+/// locks took after the kill. A failed lock panics the thread, and [`Locker::finish`] passes the
+/// panic on. Dropped unfinished (its process panicked), it still stops.
+struct Locker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Locker {
+    fn start(ch: &Ch, board: &Arc<Board>, slot: usize, victim_slot: usize) -> Locker {
+        let (m, board) = (ch.mutex(), board.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let s = board.slot(slot);
+            let killed_at = || board.slot(victim_slot).get(F_KILL_NS);
+            let mut rng = SplitMix64::new(monotonic_ns() ^ slot as u64);
+            let mut locks: Vec<(u64, u64)> = Vec::new();
+            while !stopped.load(Ordering::Relaxed) {
+                let t0 = monotonic_ns();
+                let got = survivor_lock(&m, &board)
+                    .unwrap_or_else(|e| panic!("the locker of slot {slot}, lock {}: {e}", locks.len() + 1));
+                let t1 = monotonic_ns();
+                locks.push((t0, t1));
+                s.set(F_MX_LOCKS, locks.len() as u64);
+                if let Some(torn) = got {
+                    s.set(F_MX_DIED, s.get(F_MX_DIED) + 1);
+                    s.set(F_MX_DIED_NS, 1 + t1.saturating_sub(t0.max(killed_at())));
+                    s.set(F_MX_TORN, u64::from(torn));
+                }
+                std::thread::sleep(Duration::from_micros(100 + roll(&mut rng, 300)));
+            }
+            let kill = killed_at();
+            let after = locks.iter().filter(|&&(_, t1)| kill != 0 && t1 > kill).map(|&(t0, t1)| t1 - t0.max(kill));
+            s.set(F_MX_AFTER_NS, after.max().map_or(0, |ns| ns + 1));
+        });
+        Locker { stop, thread: Some(thread) }
+    }
+
+    fn finish(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(Err(panic)) = self.thread.take().map(JoinHandle::join) {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+impl Drop for Locker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Children.
 
 #[test]
@@ -799,6 +1103,73 @@ fn child_entry() {
     }
 }
 
+/// What producers and consumers share: attaching, the victim's killer and mutex, a survivor's
+/// locker, and the close.
+struct Role {
+    board: Arc<Board>,
+    me: usize,
+    /// The victim's plan.
+    plan: Option<Plan>,
+    killer: Option<Killer>,
+    holder: Option<Holder>,
+    locker: Option<Locker>,
+    ch: Ch,
+}
+
+impl Role {
+    /// Open the channel and attach (`attach`), then wait for the parent's go.
+    fn start<A>(spec: &Spec, me: usize, board: Arc<Board>, name: &str, attach: impl FnOnce(&Ch) -> A) -> (Role, A) {
+        let slot = board.slot(me);
+        slot.set(F_PID, u64::from(std::process::id()));
+        let victim = spec.victim.slot() == me;
+        let plan = victim.then_some(spec.plan);
+        let killer = (victim && !matches!(spec.plan, Plan::Parent { .. })).then(|| Killer::new(board.clone(), me));
+        slot.set(F_PHASE, PH_ATTACHING);
+        let ch = Ch::open(spec.flavour, name);
+        let handle = attach(&ch);
+        let holder = (victim && spec.mutex).then(|| Holder::new(&ch, &board, me));
+        slot.set(F_PHASE, PH_READY);
+        board.wait_go();
+        slot.set(F_PHASE, PH_IDLE);
+        let locker = (!victim && spec.mutex).then(|| Locker::start(&ch, &board, me, spec.victim.slot()));
+        (Role { board, me, plan, killer, holder, locker, ch }, handle)
+    }
+
+    /// Close (drop `handle`, maybe holding the mutex, the victim's killer armed for the close
+    /// plan), stop the locker, and for the victim wait to be killed.
+    fn close<H>(self, handle: H, rng: &mut SplitMix64) {
+        let Role { board, me, plan, mut killer, holder, locker, ch } = self;
+        let slot = board.slot(me);
+        let held = Holder::maybe(holder.as_ref(), rng);
+        if let (Some(Plan::Close { jitter_ns, .. }), Some(k)) = (plan, killer.as_mut()) {
+            k.arm(close_delay(jitter_ns));
+        }
+        slot.set(F_PHASE, PH_CLOSING);
+        let t = monotonic_ns();
+        drop(handle);
+        slot.set(F_CLOSE_NS, monotonic_ns() - t);
+        drop(held);
+        if let Some(l) = locker {
+            l.finish();
+        }
+        drop((holder, ch));
+        slot.set(F_PHASE, PH_DONE);
+        if plan.is_some() {
+            linger(killer.as_mut());
+        }
+    }
+}
+
+/// The victim's step plan: arm the killer before operation `at` (the first one from there: a
+/// batch may step over it).
+fn step(plan: Option<Plan>, killer: Option<&mut Killer>, done: u64) {
+    if let (Some(Plan::Step { at, delay_ns }), Some(k)) = (plan, killer) {
+        if done >= at {
+            k.arm(delay_ns);
+        }
+    }
+}
+
 // Send forms: 0 `send` (the default arm), and:
 const FORM_TIMEOUT: u64 = 1;
 const FORM_RESERVE: u64 = 2;
@@ -807,20 +1178,11 @@ const FORM_BATCH: u64 = 3;
 /// Producer `id`: send `counts[id]` messages in a mix of forms, reporting every accepted one on
 /// the board, then close (drop the sender). The victim follows its plan.
 fn run_producer(spec: &Spec, id: usize, board: Arc<Board>, name: &str) {
+    let (mut role, mut tx) = Role::start(spec, id, board.clone(), name, Ch::sender);
     let slot = board.slot(id);
-    slot.set(F_PID, u64::from(std::process::id()));
-    let victim = spec.victim == Victim::Producer(id);
-    let plan = victim.then_some(spec.plan);
-    let mut killer = (victim && !matches!(spec.plan, Plan::Parent { .. })).then(|| Killer::new(board.clone(), id));
-    slot.set(F_PHASE, PH_ATTACHING);
-    let ch = Ch::open(spec.flavour, name);
-    let mut tx = ch.sender();
-    slot.set(F_PHASE, PH_READY);
-    board.wait_go();
-    slot.set(F_PHASE, PH_IDLE);
     let mut rng = SplitMix64::new(spec.seed ^ 0x7E57_0000 ^ id as u64);
     let mut count = spec.counts[id];
-    if let Some(Plan::Close { at, .. }) = plan {
+    if let Some(Plan::Close { at, .. }) = role.plan {
         count = count.min(at);
     }
     let mut msgs: Vec<Vec<u8>> = vec![Vec::new(); 4];
@@ -829,97 +1191,57 @@ fn run_producer(spec: &Spec, id: usize, board: Arc<Board>, name: &str) {
         if seq >= count {
             break None;
         }
-        let mut reserve_kill = None;
-        if let Some(Plan::Reserve { at, delay_ns }) = plan {
-            if seq == at {
-                reserve_kill = Some(delay_ns);
-            }
-        }
-        let form = if reserve_kill.is_some() { FORM_RESERVE } else { rng.next_u64() % 4 };
-        let n = if form == FORM_BATCH && spec.flavour != Flavour::Spsc {
-            (1 + rng.next_u64() % 4).min(count - seq)
-        } else {
-            1
+        let reserve_kill = match role.plan {
+            Some(Plan::Reserve { at, delay_ns }) if seq == at => Some(delay_ns),
+            _ => None,
         };
+        let form = if reserve_kill.is_some() { FORM_RESERVE } else { rng.next_u64() % 4 };
+        let batch = form == FORM_BATCH && spec.flavour.batches();
+        let n = if batch { (1 + rng.next_u64() % 4).min(count - seq) } else { 1 };
         for (j, m) in msgs.iter_mut().take(n as usize).enumerate() {
             make_msg(spec, id, seq + j as u64, m);
         }
-        if let (Some(Plan::Step { at, delay_ns }), Some(k)) = (plan, killer.as_mut()) {
-            if seq == at {
-                k.arm(delay_ns);
-            }
-        }
+        let held = Holder::maybe(role.holder.as_ref(), &mut rng);
+        step(role.plan, role.killer.as_mut(), seq);
+        let killer = role.killer.as_mut();
         slot.begin(PH_SEND, seq, n);
         let msg = &msgs[0];
         // Ok(accepted) or Err((accepted, how it ended)).
-        let res: Result<u64, (u64, End)> = match &mut tx {
-            Tx::Spsc(t) => match form {
-                FORM_TIMEOUT => {
-                    t.send_timeout(msg.clone(), LONG).map(|()| 1).map_err(|e| (0, refused!("send_timeout", e, msg)))
-                }
-                FORM_RESERVE if msg.len() <= t.max_zero_copy() => match t.reserve(msg.len()) {
-                    Err(e) => Err((0, ended("reserve", &format!("{e:?}")))),
-                    Ok(mut s) => {
-                        slot.set(F_PHASE, PH_RESERVED);
-                        reserved_kill(reserve_kill, killer.as_mut(), &board, id);
-                        let half = msg.len() / 2;
-                        s.write_at(0, &msg[..half]);
-                        s.write_at(half, &msg[half..]);
-                        s.commit().map(|()| 1).map_err(|e| (0, refused!("commit", e, msg)))
-                    }
-                },
-                _ => {
-                    reserved_kill_fallback(reserve_kill, killer.as_mut());
-                    t.send(msg.clone()).map(|()| 1).map_err(|e| (0, refused!("send", e, msg)))
+        let res: Result<u64, (u64, End)> = each!(&mut tx, Tx, t => match form {
+            FORM_TIMEOUT => {
+                t.send_timeout(msg.clone(), LONG).map(|()| 1).map_err(|e| (0, refused!("send_timeout", e, msg)))
+            }
+            FORM_RESERVE if msg.len() <= t.max_zero_copy() => match t.reserve(msg.len()) {
+                Err(e) => Err((0, ended("reserve", &format!("{e:?}")))),
+                Ok(mut s) => {
+                    slot.set(F_PHASE, PH_RESERVED);
+                    reserved_kill(reserve_kill, killer, &board, id);
+                    let half = msg.len() / 2;
+                    s.write_at(0, &msg[..half]);
+                    s.write_at(half, &msg[half..]);
+                    s.commit().map(|()| 1).map_err(|e| (0, refused!("commit", e, msg)))
                 }
             },
-            Tx::Mpsc(t) => match form {
-                FORM_TIMEOUT => {
-                    t.send_timeout(msg.clone(), LONG).map(|()| 1).map_err(|e| (0, refused!("send_timeout", e, msg)))
-                }
-                FORM_RESERVE if msg.len() <= t.max_zero_copy() => match t.reserve(msg.len()) {
-                    Err(e) => Err((0, ended("reserve", &format!("{e:?}")))),
-                    Ok(mut s) => {
-                        slot.set(F_PHASE, PH_RESERVED);
-                        reserved_kill(reserve_kill, killer.as_mut(), &board, id);
-                        let half = msg.len() / 2;
-                        s.write_at(0, &msg[..half]);
-                        s.write_at(half, &msg[half..]);
-                        s.commit().map(|()| 1).map_err(|e| (0, refused!("commit", e, msg)))
-                    }
-                },
-                FORM_BATCH => t.send_batch(&msgs[..n as usize]).map(|()| n).map_err(|e| {
-                    let end = ended("send_batch", &format!("{e:?}"));
-                    (e.into_inner() as u64, end)
-                }),
-                _ => {
-                    reserved_kill_fallback(reserve_kill, killer.as_mut());
-                    t.send(msg.clone()).map(|()| 1).map_err(|e| (0, refused!("send", e, msg)))
-                }
-            },
-            Tx::Mpmc(t) => match form {
-                FORM_TIMEOUT => {
-                    t.send_timeout(msg.clone(), LONG).map(|()| 1).map_err(|e| (0, refused!("send_timeout", e, msg)))
-                }
-                FORM_BATCH => t.send_batch(&msgs[..n as usize]).map(|()| n).map_err(|e| {
-                    let end = ended("send_batch", &format!("{e:?}"));
-                    (e.into_inner() as u64, end)
-                }),
-                _ => t.send(msg.clone()).map(|()| 1).map_err(|e| (0, refused!("send", e, msg))),
-            },
+            FORM_BATCH if batch => t.send_batch(&msgs[..n as usize]).map(|()| n).map_err(|e| {
+                let end = ended("send_batch", &format!("{e:?}"));
+                (e.into_inner() as u64, end)
+            }),
+            _ => {
+                reserved_kill_fallback(reserve_kill, killer);
+                t.send(msg.clone()).map(|()| 1).map_err(|e| (0, refused!("send", e, msg)))
+            }
+        });
+        let (k, end) = match res {
+            Ok(k) => (k, None),
+            Err((k, end)) => (k, Some(end)),
         };
-        match res {
-            Ok(k) => {
-                seq += k;
-                slot.set(F_DONE, seq);
-                slot.set(F_PHASE, PH_IDLE);
-            }
-            Err((k, end)) => {
-                seq += k;
-                slot.set(F_DONE, seq);
-                break Some(end);
-            }
+        seq += k;
+        slot.set(F_DONE, seq);
+        if end.is_some() {
+            break end;
         }
+        slot.set(F_PHASE, PH_IDLE);
+        drop(held);
     };
     match end {
         None if seq < spec.counts[id] => slot.outcome(O_STOPPED, 0),
@@ -927,18 +1249,7 @@ fn run_producer(spec: &Spec, id: usize, board: Arc<Board>, name: &str) {
         Some(End::Closed) => slot.outcome(O_REFUSED_CLOSED, 0),
         Some(End::Dead(pid)) => slot.outcome(O_REFUSED_DEAD, pid),
     }
-    if let (Some(Plan::Close { jitter_ns, .. }), Some(k)) = (plan, killer.as_mut()) {
-        k.arm(close_delay(jitter_ns));
-    }
-    slot.set(F_PHASE, PH_CLOSING);
-    let t = monotonic_ns();
-    drop(tx);
-    slot.set(F_CLOSE_NS, monotonic_ns() - t);
-    drop(ch);
-    slot.set(F_PHASE, PH_DONE);
-    if victim {
-        linger(killer.as_mut());
-    }
+    role.close(tx, &mut rng);
 }
 
 /// The victim's reserve plan, once the slot is reserved: die now, or arm the killer.
@@ -964,124 +1275,59 @@ const BATCH_MAX: usize = 16;
 /// the parent.
 fn run_consumer(spec: &Spec, idx: usize, board: Arc<Board>, name: &str) {
     let me = CONSUMER_SLOT + idx;
+    let (mut role, mut rx) = Role::start(spec, me, board.clone(), name, Ch::receiver);
     let slot = board.slot(me);
-    slot.set(F_PID, u64::from(std::process::id()));
-    let victim = spec.victim == Victim::Consumer(idx);
-    let plan = victim.then_some(spec.plan);
-    let mut killer = (victim && !matches!(spec.plan, Plan::Parent { .. })).then(|| Killer::new(board.clone(), me));
-    slot.set(F_PHASE, PH_ATTACHING);
-    let ch = Ch::open(spec.flavour, name);
-    let mut rx = ch.receiver();
-    slot.set(F_PHASE, PH_READY);
-    board.wait_go();
-    slot.set(F_PHASE, PH_IDLE);
     let mut rng = SplitMix64::new(spec.seed ^ 0xC0_5E00 ^ idx as u64);
-    let stop_at = match plan {
+    let stop_at = match role.plan {
         Some(Plan::Close { at, .. }) => at,
         _ => u64::MAX,
     };
-    let mut chk = Checker { spec, board: &board, slot: me, next: [0; 2], total: 0, bytes: 0, big: 0 };
+    let mut chk = Checker { spec, board: &board, slot: me, next: [0; MAX_PRODUCERS], total: 0, bytes: 0, big: 0 };
     let mut buf = Vec::new();
     let end = loop {
         if chk.total >= stop_at {
             break None;
         }
         let form = rng.next_u64() % 4;
-        let batch = form == 2 && spec.flavour != Flavour::Spsc;
-        if let (Some(Plan::Step { at, delay_ns }), Some(k)) = (plan, killer.as_mut()) {
-            if chk.total >= at {
-                k.arm(delay_ns);
-            }
-        }
+        let batch = form == 2 && spec.flavour.batches();
+        let held = Holder::maybe(role.holder.as_ref(), &mut rng);
+        step(role.plan, role.killer.as_mut(), chk.total);
         slot.begin(PH_RECV, chk.total, if batch { BATCH_MAX as u64 } else { 1 });
-        // Each form: the call, then the phase while the message is checked.
-        macro_rules! got_ref {
-            ($res:expr, $what:literal) => {
+        // A receive form: the call, then the phase while `$m` (what it returned) is checked.
+        macro_rules! got {
+            ($res:expr, $what:literal, $phase:expr, |$m:pat_param| $check:expr) => {
                 match $res {
-                    Ok(m) => {
-                        slot.set(F_PHASE, PH_HOLD); // the ring space is still borrowed
-                        chk.check(&m.to_vec());
-                        drop(m);
+                    Ok($m) => {
+                        slot.set(F_PHASE, $phase);
+                        $check;
                         Ok(())
                     }
                     Err(e) => Err(ended($what, &format!("{e:?}"))),
                 }
             };
         }
-        macro_rules! got_vec {
-            ($res:expr, $what:literal) => {
-                match $res {
-                    Ok(v) => {
-                        slot.set(F_PHASE, PH_CHECK);
-                        chk.check(&v);
-                        Ok(())
-                    }
-                    Err(e) => Err(ended($what, &format!("{e:?}"))),
-                }
-            };
-        }
-        macro_rules! got_into {
-            ($res:expr, $what:literal) => {
-                match $res {
-                    Ok(_) => {
-                        slot.set(F_PHASE, PH_CHECK);
-                        chk.check(&buf);
-                        Ok(())
-                    }
-                    Err(e) => Err(ended($what, &format!("{e:?}"))),
-                }
-            };
-        }
-        macro_rules! got_batch {
-            ($res:expr, $what:literal) => {
-                match $res {
-                    Ok(b) => {
-                        slot.set(F_PHASE, PH_HOLD);
-                        for v in b.iter() {
-                            v.copy_into(&mut buf);
-                            chk.check(&buf);
-                        }
-                        drop(b);
-                        Ok(())
-                    }
-                    Err(e) => Err(ended($what, &format!("{e:?}"))),
-                }
-            };
-        }
-        let res: Result<(), End> = match (&mut rx, form) {
-            (Rx::Spsc(r), 1) => got_ref!(r.recv_ref(), "recv_ref"),
-            (Rx::Spsc(r), 2) => got_vec!(r.recv_timeout(LONG), "recv_timeout"),
-            (Rx::Spsc(r), _) => got_into!(r.recv_into(&mut buf), "recv_into"),
-            (Rx::Mpsc(r), 1) => got_ref!(r.recv_ref(), "recv_ref"),
-            (Rx::Mpsc(r), 2) => got_batch!(r.recv_batch(BATCH_MAX), "recv_batch"),
-            (Rx::Mpsc(r), 3) => got_vec!(r.recv_timeout(LONG), "recv_timeout"),
-            (Rx::Mpsc(r), _) => got_into!(r.recv_into(&mut buf), "recv_into"),
-            (Rx::Mpmc(r), 1) => got_ref!(r.recv_ref(), "recv_ref"),
-            (Rx::Mpmc(r), 2) => got_batch!(r.recv_batch(BATCH_MAX), "recv_batch"),
-            (Rx::Mpmc(r), _) => got_into!(r.recv_into(&mut buf), "recv_into"),
-        };
+        let res: Result<(), End> = each!(&mut rx, Rx, r => match form {
+            // The ring space of a borrowed message or batch stays borrowed while it is checked.
+            1 => got!(r.recv_ref(), "recv_ref", PH_HOLD, |m| chk.check(&m.to_vec())),
+            2 if batch => got!(r.recv_batch(BATCH_MAX), "recv_batch", PH_HOLD, |b| for v in b.iter() {
+                v.copy_into(&mut buf);
+                chk.check(&buf);
+            }),
+            2 | 3 => got!(r.recv_timeout(LONG), "recv_timeout", PH_CHECK, |v| chk.check(&v)),
+            _ => got!(r.recv_into(&mut buf), "recv_into", PH_CHECK, |_| chk.check(&buf)),
+        });
         if let Err(end) = res {
             break Some(end);
         }
         slot.set(F_PHASE, PH_IDLE);
+        drop(held);
     };
     match end {
         None => slot.outcome(O_STOPPED, 0),
         Some(End::Closed) => slot.outcome(O_END_CLOSED, 0),
         Some(End::Dead(pid)) => slot.outcome(O_END_DEAD, pid),
     }
-    if let (Some(Plan::Close { jitter_ns, .. }), Some(k)) = (plan, killer.as_mut()) {
-        k.arm(close_delay(jitter_ns));
-    }
-    slot.set(F_PHASE, PH_CLOSING);
-    let t = monotonic_ns();
-    drop(rx);
-    slot.set(F_CLOSE_NS, monotonic_ns() - t);
-    drop(ch);
-    slot.set(F_PHASE, PH_DONE);
-    if victim {
-        linger(killer.as_mut());
-    }
+    role.close(rx, &mut rng);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1153,18 +1399,24 @@ fn seg_view(name: &str, cap: usize) -> Option<SegView> {
     })
 }
 
+/// MPMC cells: the sequence word of the cell at `pos` (`CELL`: Config's default cell size, which
+/// the test keeps).
+const CELL: u64 = 128;
+
+fn mpmc_seq(f: &std::fs::File, cap: u64, pos: u64) -> u64 {
+    read_u64(f, OFF_RING + cap + 8 * ((pos & (cap - 1)) / CELL))
+}
+
 /// MPMC: a cell behind the head that was never released for the next lap (its word does not
 /// read `pos + cap`): a consumer took its unit and died before releasing it, or died half way
 /// through releasing a batch. Returns its position.
 fn mpmc_unreleased_cell(name: &str, cap: usize) -> Option<u64> {
-    const CELL: u64 = 128; // Config's default cell size, which the test keeps
     let f = std::fs::File::open(shmq::shm_path(name)).ok()?;
     let cap = cap as u64;
     let head = read_u64(&f, OFF_HEAD) & POS_MASK;
     let mut pos = head.saturating_sub(cap) / CELL * CELL;
     while pos < head {
-        let seq = read_u64(&f, OFF_RING + cap + 8 * ((pos & (cap - 1)) / CELL));
-        if seq < pos + cap {
+        if mpmc_seq(&f, cap, pos) < pos + cap {
             return Some(pos);
         }
         pos += CELL;
@@ -1172,16 +1424,26 @@ fn mpmc_unreleased_cell(name: &str, cap: usize) -> Option<u64> {
     None
 }
 
+/// MPMC: the cell at the head is claimed (behind the tail) and not committed.
+fn mpmc_uncommitted_head(name: &str, cap: usize) -> bool {
+    let Ok(f) = std::fs::File::open(shmq::shm_path(name)) else { return false };
+    let head = read_u64(&f, OFF_HEAD) & POS_MASK;
+    let tail = read_u64(&f, OFF_TAIL) & POS_MASK;
+    head < tail && mpmc_seq(&f, cap as u64, head) <= head
+}
+
 /// Which known limit explains a stall, if one does.
 fn known_limit(spec: &Spec, board: &Board, name: &str) -> Option<&'static str> {
+    let live_sender = |v: usize| (0..spec.producers).any(|p| p != v && board.slot(p).get(F_OUTCOME) == O_RUNNING);
     match (spec.flavour, spec.victim) {
         (Flavour::Mpsc, Victim::Producer(v)) => {
             let seg = seg_view(name, spec.cap)?;
             let uncommitted = seg.head_word == 0 || (seg.head_word >> 32) & 0xff == 7;
-            let live_sender = (0..spec.producers).any(|p| p != v && board.slot(p).get(F_OUTCOME) == O_RUNNING);
-            (seg.head < seg.tail && uncommitted && live_sender)
+            (seg.head < seg.tail && uncommitted && live_sender(v))
                 .then_some("mpsc: dead producer's claim, live sender attached")
         }
+        (Flavour::Mpmc, Victim::Producer(v)) => (live_sender(v) && mpmc_uncommitted_head(name, spec.cap))
+            .then_some("mpmc: dead producer's claim, live sender attached"),
         (Flavour::Mpmc, Victim::Consumer(_)) => {
             mpmc_unreleased_cell(name, spec.cap).map(|_| "mpmc: dead consumer's unit never released")
         }
@@ -1191,20 +1453,21 @@ fn known_limit(spec: &Spec, board: &Board, name: &str) -> Option<&'static str> {
 
 fn describe(spec: &Spec, board: &Board, name: &str, children: &[Child]) -> String {
     let mut s = format!("segment: {:?}\n", seg_view(name, spec.cap));
-    for slot in (0..spec.producers).chain(CONSUMER_SLOT..CONSUMER_SLOT + spec.consumers) {
+    for slot in spec.slots() {
         let b = board.slot(slot);
         let alive = children
             .iter()
             .find(|c| c.slot == slot)
             .map_or("thread", |c| if c.fin.is_some() { "exited" } else { "alive" });
         s += &format!(
-            "  slot {slot} pid {} ({alive}): {}, op at {} x{}, done {}, {}\n",
+            "  slot {slot} pid {} ({alive}): {}, op at {} x{}, done {}, {}{}\n",
             b.get(F_PID),
             phase_name(b.get(F_PHASE)),
             b.get(F_OP_SEQ),
             b.get(F_OP_N),
             b.get(F_DONE),
-            outcome_name(b.get(F_OUTCOME))
+            outcome_name(b.get(F_OUTCOME)),
+            if spec.mutex { format!(", {}, {} locks", mx_name(b.get(F_MX)), b.get(F_MX_LOCKS)) } else { String::new() }
         );
     }
     s
@@ -1221,13 +1484,46 @@ struct Report {
     extras: u64,
     refusals: u64,
     known_limit: Option<&'static str>,
-    /// Kill → end-of-stream of the consumer (a producer died and no other was still sending).
+    /// Kill → end-of-stream of the consumers (a producer died and no other was still sending).
     notice_rx_ns: Option<u64>,
     /// Kill → refusal of a producer (the consumer died).
     notice_tx_ns: Vec<u64>,
     run_ns: u64,
     /// How long the closes (drops of a handle) that completed took.
     close_ns: Vec<u64>,
+    mx: Option<MxReport>,
+    claim: Option<ClaimReport>,
+}
+
+/// The mutex in a mutex iteration.
+#[derive(Default)]
+struct MxReport {
+    /// Where the victim was with the mutex when it died (`MX_*`).
+    victim: u64,
+    /// `OwnerDied` got by the survivors' lockers, and by the parent's lock at the end.
+    died_survivors: u64,
+    died_parent: bool,
+    /// An `OwnerDied` found the ledger half-updated.
+    torn: bool,
+    /// Locks the survivors' lockers took.
+    locks: u64,
+    /// A survivor's `OwnerDied`: how long its lock took, from the kill or from the call.
+    takeover_ns: Option<u64>,
+    /// The slowest lock that returned after the kill (the survivors' and the parent's).
+    after_kill_ns: Option<u64>,
+}
+
+/// MPMC, a producer killed while the others go on.
+#[derive(Default)]
+struct ClaimReport {
+    /// The consumers padded a claim it left uncommitted (`abandoned_claims`).
+    dead_claim: bool,
+    /// The surviving producers had messages left to send at the kill ...
+    left_at_kill: bool,
+    /// ... and sent some of them.
+    sent_after: bool,
+    /// A consumer received one of those while its producer was still attached.
+    got_while_attached: bool,
 }
 
 fn run_iteration(scope: &Scope, idx: u64, seed: u64, close_edge: u64) -> Report {
@@ -1266,7 +1562,7 @@ fn run_iteration(scope: &Scope, idx: u64, seed: u64, close_edge: u64) -> Report 
 
     // Everyone attached, then go.
     let t0 = Instant::now();
-    let used: Vec<usize> = (0..spec.producers).chain(CONSUMER_SLOT..CONSUMER_SLOT + spec.consumers).collect();
+    let used = spec.slots();
     let mut start_failed = None;
     while used.iter().any(|&s| board.slot(s).get(F_PHASE) < PH_READY) {
         if let Some(c) = children.iter().find(|c| has_exited(c.pid)) {
@@ -1291,6 +1587,8 @@ fn run_iteration(scope: &Scope, idx: u64, seed: u64, close_edge: u64) -> Report 
 
     // Watch until everyone is done, killing on time, remedying a known limit, or declaring a hang.
     let mut t_kill: Option<u64> = None;
+    // What each producer may have sent when the parent learnt of the kill.
+    let mut sent_at_kill: Option<Vec<u64>> = None;
     let mut parent_killed = false;
     let mut hang: Option<String> = None;
     let signature = |b: &Board| -> Vec<u64> {
@@ -1327,9 +1625,13 @@ fn run_iteration(scope: &Scope, idx: u64, seed: u64, close_edge: u64) -> Report 
         if let Some(at) = kill_at {
             if now >= at && !parent_killed && t_kill.is_none() {
                 parent_killed = true;
+                board.slot(victim_slot).set(F_KILL_NS, monotonic_ns());
                 sigkill(victim_pid);
                 t_kill = Some(monotonic_ns());
             }
+        }
+        if t_kill.is_some() && sent_at_kill.is_none() {
+            sent_at_kill = Some((0..spec.producers).map(|p| board.slot(p).maybe_sent()).collect());
         }
         let sig = signature(&board);
         if sig != last_sig {
@@ -1340,9 +1642,9 @@ fn run_iteration(scope: &Scope, idx: u64, seed: u64, close_edge: u64) -> Report 
                 rep.known_limit = Some(limit);
                 if !strict() {
                     remedied = true;
-                    match spec.flavour {
-                        Flavour::Mpsc => ch.drain(),
-                        _ => ch.close_now(),
+                    match spec.victim {
+                        Victim::Producer(_) => ch.drain(),
+                        Victim::Consumer(_) => ch.close_now(),
                     }
                 }
             }
@@ -1410,33 +1712,41 @@ fn run_iteration(scope: &Scope, idx: u64, seed: u64, close_edge: u64) -> Report 
         used.iter().map(|&s| board.slot(s)).filter(|s| s.get(F_PHASE) == PH_DONE).map(|s| s.get(F_CLOSE_NS)).collect();
     let t_kill = t_kill.unwrap_or(t_go);
     let b = |s: usize| board.slot(s);
+    let consumers: Vec<usize> = (CONSUMER_SLOT..CONSUMER_SLOT + spec.consumers).collect();
+    // What the consumers got of producer p's messages.
+    let got = |p: usize| {
+        let acked = b(p).get(F_DONE);
+        match spec.flavour {
+            Flavour::Mpmc => Got::marked(&board, p, acked),
+            _ => Got::in_order(b(CONSUMER_SLOT).get(F_NEXT + p), acked),
+        }
+    };
     if hang.is_none() && f.is_empty() {
         match spec.victim {
             Victim::Producer(v) => {
-                // The consumer survived: everything reported is received exactly once, in order.
-                let c = b(CONSUMER_SLOT);
-                if !matches!(c.get(F_OUTCOME), O_END_CLOSED | O_END_DEAD) {
-                    f.push(format!("the consumer ended with {}", outcome_name(c.get(F_OUTCOME))));
+                // The consumers survived: everything reported is received exactly once, in order.
+                for &c in &consumers {
+                    if !matches!(b(c).get(F_OUTCOME), O_END_CLOSED | O_END_DEAD) {
+                        f.push(format!("the consumer in slot {c} ended with {}", outcome_name(b(c).get(F_OUTCOME))));
+                    }
                 }
                 for p in 0..spec.producers {
-                    let (got, acked) = (c.get(F_NEXT + p), b(p).get(F_DONE));
+                    let (g, acked) = (got(p), b(p).get(F_DONE));
                     if p == v {
-                        let in_op = matches!(vs.get(F_PHASE), PH_SEND | PH_RESERVED);
-                        let extra = if in_op { vs.get(F_OP_N) } else { 0 };
-                        if got < acked || got > acked + extra {
+                        if g.missing > 0 || g.beyond > vs.maybe_sent() {
                             f.push(format!(
-                                "killed producer {p} reported {acked} sent ({}, op of {} at {}), the consumer got {got}",
+                                "killed producer {p} reported {acked} sent ({}, op of {} at {}), the consumers got {g:?}",
                                 phase_name(vs.get(F_PHASE)),
                                 vs.get(F_OP_N),
                                 vs.get(F_OP_SEQ)
                             ));
                         }
-                        rep.extras += got.saturating_sub(acked);
+                        rep.extras += g.count.saturating_sub(acked);
                     } else {
                         let o = b(p).get(F_OUTCOME);
-                        if got != acked {
+                        if g.missing > 0 || g.beyond != acked {
                             f.push(format!(
-                                "live producer {p} ({}) reported {acked} sent, the consumer got {got}",
+                                "live producer {p} ({}) reported {acked} sent, the consumers got {g:?}",
                                 outcome_name(o)
                             ));
                         }
@@ -1444,19 +1754,35 @@ fn run_iteration(scope: &Scope, idx: u64, seed: u64, close_edge: u64) -> Report 
                             f.push(format!("producer {p} finished after {acked} of {} messages", spec.counts[p]));
                         }
                         if matches!(o, O_REFUSED_CLOSED | O_REFUSED_DEAD) && !remedied {
-                            f.push(format!("live producer {p} was refused although the consumer lived"));
+                            f.push(format!("live producer {p} was refused although the consumers lived"));
                         }
                     }
                 }
-                rep.msgs = c.get(F_DONE);
-                rep.bytes = c.get(F_BYTES);
-                rep.big = c.get(F_BIG);
+                rep.msgs = consumers.iter().map(|&c| b(c).get(F_DONE)).sum();
+                rep.bytes = consumers.iter().map(|&c| b(c).get(F_BYTES)).sum();
+                rep.big = consumers.iter().map(|&c| b(c).get(F_BIG)).sum();
                 let others_done = (0..spec.producers).filter(|&p| p != v).all(|p| {
                     let o = b(p);
                     o.get(F_OUTCOME) != O_RUNNING && o.get(F_T_OUT) < t_kill
                 });
-                if others_done && !remedied && c.get(F_T_OUT) > t_kill && vs.get(F_PHASE) < PH_CLOSING {
-                    rep.notice_rx_ns = Some(c.get(F_T_OUT) - t_kill);
+                let end = consumers.iter().map(|&c| b(c).get(F_T_OUT)).max().unwrap_or(0);
+                let all_after = consumers.iter().all(|&c| b(c).get(F_T_OUT) > t_kill);
+                if others_done && !remedied && all_after && vs.get(F_PHASE) < PH_CLOSING {
+                    rep.notice_rx_ns = Some(end - t_kill);
+                }
+                if spec.flavour == Flavour::Mpmc {
+                    // Whether a survivor's message sent after the kill (beyond what it may have
+                    // sent when the parent learnt of the kill) reached a consumer while that
+                    // survivor was still attached.
+                    let sent = |p: usize| sent_at_kill.as_ref().map_or(u64::MAX, |s| s[p]);
+                    let survivors = || (0..spec.producers).filter(|&p| p != v);
+                    rep.claim = Some(ClaimReport {
+                        dead_claim: ch.stats().abandoned_claims > 0,
+                        left_at_kill: survivors().any(|p| sent(p) < spec.counts[p]),
+                        sent_after: survivors().any(|p| b(p).get(F_DONE) > sent(p)),
+                        got_while_attached: survivors()
+                            .any(|p| board.word(W_RX_ATTACHED + p).load(Ordering::Acquire) > sent(p)),
+                    });
                 }
             }
             Victim::Consumer(_) if spec.flavour != Flavour::Mpmc => {
@@ -1475,10 +1801,10 @@ fn run_iteration(scope: &Scope, idx: u64, seed: u64, close_edge: u64) -> Report 
                         }
                         _ => f.push(format!("producer {p} ended with {} after {acked} messages", outcome_name(o))),
                     }
-                    if vs.get(F_NEXT + p) > acked {
+                    if got(p).beyond > acked {
                         f.push(format!(
                             "the dead consumer got {} messages of producer {p}, which sent {acked}",
-                            vs.get(F_NEXT + p)
+                            got(p).beyond
                         ));
                     }
                 }
@@ -1498,13 +1824,13 @@ fn run_iteration(scope: &Scope, idx: u64, seed: u64, close_edge: u64) -> Report 
                 let mut missing = 0;
                 for p in 0..spec.producers {
                     let o = b(p).get(F_OUTCOME);
-                    let acked = b(p).get(F_DONE);
+                    let (g, acked) = (got(p), b(p).get(F_DONE));
                     if !remedied && o != O_FINISHED {
                         f.push(format!("producer {p} ended with {}", outcome_name(o)));
                     }
-                    missing += (0..acked).filter(|&s| !board.marked(p, s)).count() as u64;
-                    if let Some(s) = (acked..MAX_COUNT).find(|&s| board.marked(p, s)) {
-                        f.push(format!("producer {p} seq {s} was received, but only {acked} were sent"));
+                    missing += g.missing;
+                    if g.beyond > acked {
+                        f.push(format!("producer {p} seq {} was received, but only {acked} were sent", g.beyond - 1));
                     }
                 }
                 let allowed = if remedied {
@@ -1555,6 +1881,9 @@ fn run_iteration(scope: &Scope, idx: u64, seed: u64, close_edge: u64) -> Report 
                 f.push(format!("slot {s} got PeerDead naming pid {named}, the victim was {victim_pid}"));
             }
         }
+        if spec.mutex {
+            rep.mx = Some(check_mutex(&spec, &board, &ch, f));
+        }
     }
 
     // The test plays the cleaner: remove the name; nothing of it may be left.
@@ -1568,15 +1897,67 @@ fn run_iteration(scope: &Scope, idx: u64, seed: u64, close_edge: u64) -> Report 
     }
     if !f.is_empty() {
         let head = format!(
-            "iteration {idx}, SHMQ_TORTURE_SEED={seed:#x} ({} {} victim, plan {:?}, victim pid {victim_pid}, died {}):",
+            "iteration {idx}, SHMQ_TORTURE_SEED={seed:#x} ({} {} victim, plan {:?}, victim pid {victim_pid}, died {}{}):",
             spec.flavour.name(),
             spec.victim.kind(),
             spec.plan,
-            phase_name(vs.get(F_PHASE))
+            phase_name(vs.get(F_PHASE)),
+            if spec.mutex { format!(", {}", mx_name(vs.get(F_MX))) } else { String::new() }
         );
         f.insert(0, format!("{head}\n  spec {spec:?}"));
     }
     rep
+}
+
+/// The mutex after a mutex iteration, everyone done: the parent locks it as a survivor would
+/// (`OwnerDied` only if no locker took it over from the dead victim yet), then once more (a
+/// plain `Acquired`: marked consistent, it works). `OwnerDied` must have been seen exactly once
+/// if the victim died holding the mutex, never if it died without it.
+fn check_mutex(spec: &Spec, board: &Board, ch: &Ch, f: &mut Vec<String>) -> MxReport {
+    let m = ch.mutex();
+    let vs = board.slot(spec.victim.slot());
+    let survivors: Vec<usize> = spec.slots().into_iter().filter(|&s| s != spec.victim.slot()).collect();
+    let field = |s: usize, x: usize| board.slot(s).get(x);
+    let t = monotonic_ns();
+    let parent = survivor_lock(&m, board);
+    let parent_ns = monotonic_ns() - t;
+    let mut mx = MxReport {
+        victim: vs.get(F_MX),
+        died_survivors: survivors.iter().map(|&s| field(s, F_MX_DIED)).sum(),
+        died_parent: matches!(parent, Ok(Some(_))),
+        torn: matches!(parent, Ok(Some(true))) || survivors.iter().any(|&s| field(s, F_MX_TORN) != 0),
+        locks: survivors.iter().map(|&s| field(s, F_MX_LOCKS)).sum(),
+        takeover_ns: survivors.iter().map(|&s| field(s, F_MX_DIED_NS)).max().filter(|&ns| ns > 0).map(|ns| ns - 1),
+        after_kill_ns: None,
+    };
+    let lockers_after = survivors.iter().map(|&s| field(s, F_MX_AFTER_NS)).filter(|&ns| ns > 0).map(|ns| ns - 1);
+    mx.after_kill_ns = lockers_after.chain([parent_ns]).max();
+    if let Err(e) = parent {
+        f.push(format!("the parent's lock after the run: {e}"));
+    }
+    match m.try_lock() {
+        Ok(Lock::Acquired(_)) => {}
+        other => f.push(format!("the lock after the repair: {other:?}, expected Acquired")),
+    }
+    if m.is_unrecoverable() != Ok(false) {
+        f.push(format!("the mutex is unrecoverable after the repair: {:?}", m.is_unrecoverable()));
+    }
+    let died = mx.died_survivors + u64::from(mx.died_parent);
+    let expected = match mx.victim {
+        MX_HOLDING => 1..=1,
+        MX_OUT => 0..=0,
+        _ => 0..=1,
+    };
+    if !expected.contains(&died) {
+        f.push(format!(
+            "the victim died {}, and OwnerDied was seen {died} times ({} by the survivors' lockers, {} by the parent's \
+             lock at the end)",
+            mx_name(mx.victim),
+            mx.died_survivors,
+            u64::from(mx.died_parent)
+        ));
+    }
+    mx
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1594,6 +1975,64 @@ struct Row {
     failures: u64,
 }
 
+impl Row {
+    fn add(&mut self, o: &Row) {
+        self.iters += o.iters;
+        self.msgs += o.msgs;
+        self.bytes += o.bytes;
+        self.big += o.big;
+        self.extras += o.extras;
+        self.refusals += o.refusals;
+        self.limits += o.limits;
+        self.failures += o.failures;
+    }
+
+    fn line(&self, flavour: &str, victim: &str) -> String {
+        format!(
+            "{flavour:<6} {victim:<9} {:>6} {:>12} {:>9.1} {:>11} {:>7} {:>9} {:>7} {:>8}\n",
+            self.iters,
+            self.msgs,
+            self.bytes as f64 / 1048576.0,
+            self.big,
+            self.extras,
+            self.refusals,
+            self.limits,
+            self.failures
+        )
+    }
+}
+
+/// The mutex iterations.
+#[derive(Default)]
+struct MxTotals {
+    iters: u64,
+    /// By where the victim was with the mutex when it died (`MX_*`).
+    victim: [u64; 4],
+    died_survivors: u64,
+    died_parent: u64,
+    torn: u64,
+    locks: u64,
+    takeover_ns: Vec<u64>,
+    /// The slowest lock after the kill, per iteration: OwnerDied seen, or not.
+    after_kill_died_ns: Vec<u64>,
+    after_kill_ns: Vec<u64>,
+}
+
+/// MPMC iterations whose victim was a producer.
+#[derive(Default)]
+struct ClaimTotals {
+    iters: u64,
+    dead_claim: u64,
+    /// Of those with a dead claim: the survivors had messages left at the kill ...
+    left_at_kill: u64,
+    /// ... sent some of them ...
+    sent_after: u64,
+    /// ... and a consumer got one while its producer was still attached.
+    got_while_attached: u64,
+    /// The same, in all of them (with or without a dead claim).
+    got_while_attached_all: u64,
+}
+
 #[derive(Default)]
 struct Totals {
     rows: BTreeMap<(Flavour, &'static str), Row>,
@@ -1604,6 +2043,8 @@ struct Totals {
     notice_tx: Vec<u64>,
     run_ns: Vec<u64>,
     close_ns: Vec<u64>,
+    mx: MxTotals,
+    claim: ClaimTotals,
     failures: Vec<String>,
 }
 
@@ -1622,15 +2063,17 @@ fn spread(v: &mut [u64]) -> String {
 
 impl Totals {
     fn add(&mut self, spec: &Spec, rep: Report) {
-        let row = self.rows.entry((spec.flavour, spec.victim.kind())).or_default();
-        row.iters += 1;
-        row.msgs += rep.msgs;
-        row.bytes += rep.bytes;
-        row.big += rep.big;
-        row.extras += rep.extras;
-        row.refusals += rep.refusals;
-        row.limits += u64::from(rep.known_limit.is_some());
-        row.failures += u64::from(!rep.failures.is_empty());
+        let row = Row {
+            iters: 1,
+            msgs: rep.msgs,
+            bytes: rep.bytes,
+            big: rep.big,
+            extras: rep.extras,
+            refusals: rep.refusals,
+            limits: u64::from(rep.known_limit.is_some()),
+            failures: u64::from(!rep.failures.is_empty()),
+        };
+        self.rows.entry((spec.flavour, spec.victim.kind())).or_default().add(&row);
         *self.phases.entry((rep.victim_phase.unwrap_or(99), spec.plan.name())).or_default() += 1;
         if let Some(l) = rep.known_limit {
             *self.limits.entry(l).or_default() += 1;
@@ -1639,6 +2082,27 @@ impl Totals {
         self.notice_tx.extend(rep.notice_tx_ns);
         self.run_ns.push(rep.run_ns);
         self.close_ns.extend(rep.close_ns);
+        if let Some(mx) = rep.mx {
+            let t = &mut self.mx;
+            t.iters += 1;
+            t.victim[(mx.victim as usize).min(3)] += 1;
+            t.died_survivors += mx.died_survivors;
+            t.died_parent += u64::from(mx.died_parent);
+            t.torn += u64::from(mx.torn);
+            t.locks += mx.locks;
+            t.takeover_ns.extend(mx.takeover_ns);
+            let died = mx.died_survivors > 0 || mx.died_parent;
+            if died { &mut t.after_kill_died_ns } else { &mut t.after_kill_ns }.extend(mx.after_kill_ns);
+        }
+        if let Some(c) = rep.claim {
+            let t = &mut self.claim;
+            t.iters += 1;
+            t.dead_claim += u64::from(c.dead_claim);
+            t.left_at_kill += u64::from(c.dead_claim && c.left_at_kill);
+            t.sent_after += u64::from(c.dead_claim && c.sent_after);
+            t.got_while_attached += u64::from(c.dead_claim && c.got_while_attached);
+            t.got_while_attached_all += u64::from(c.got_while_attached);
+        }
         if !rep.failures.is_empty() {
             self.failures.push(rep.failures.join("\n  "));
         }
@@ -1653,53 +2117,21 @@ impl Totals {
             "{:<6} {:<9} {:>6} {:>12} {:>9} {:>11} {:>7} {:>9} {:>7} {:>8}\n",
             "flavr", "victim", "iters", "msgs checked", "MiB", "fragmented", "extras", "refusals", "limits", "failures"
         );
-        let mut tot = Row::default();
+        let mut all = Row::default();
         for ((fl, v), r) in &self.rows {
-            s += &format!(
-                "{:<6} {:<9} {:>6} {:>12} {:>9.1} {:>11} {:>7} {:>9} {:>7} {:>8}\n",
-                fl.name(),
-                v,
-                r.iters,
-                r.msgs,
-                r.bytes as f64 / 1048576.0,
-                r.big,
-                r.extras,
-                r.refusals,
-                r.limits,
-                r.failures
-            );
-            tot.iters += r.iters;
-            tot.msgs += r.msgs;
-            tot.bytes += r.bytes;
-            tot.big += r.big;
-            tot.extras += r.extras;
-            tot.refusals += r.refusals;
-            tot.limits += r.limits;
-            tot.failures += r.failures;
+            s += &r.line(fl.name(), v);
+            all.add(r);
         }
-        s += &format!(
-            "{:<6} {:<9} {:>6} {:>12} {:>9.1} {:>11} {:>7} {:>9} {:>7} {:>8}\n",
-            "all",
-            "",
-            tot.iters,
-            tot.msgs,
-            tot.bytes as f64 / 1048576.0,
-            tot.big,
-            tot.extras,
-            tot.refusals,
-            tot.limits,
-            tot.failures
-        );
-        let plans = [Plan::Parent { at: 0, delay_us: 0 }, Plan::Step { at: 0, delay_ns: 0 }];
-        let plans = [plans[0].name(), plans[1].name(), Plan::Reserve { at: 0, delay_ns: None }.name(), "in close"];
+        s += &all.line("all", "");
+        let p = PLAN_NAMES;
         s += &format!(
             "{:<36} {:>15} {:>15} {:>15} {:>15} {:>7}\n",
-            "where the victims died, by plan", plans[0], plans[1], plans[2], plans[3], "all"
+            "where the victims died, by plan", p[0], p[1], p[2], p[3], "all"
         );
         let mut phases: Vec<u64> = self.phases.keys().map(|&(p, _)| p).collect();
         phases.dedup();
         for ph in phases {
-            let n: Vec<u64> = plans.iter().map(|p| self.phases.get(&(ph, *p)).copied().unwrap_or(0)).collect();
+            let n = p.map(|p| self.phases.get(&(ph, p)).copied().unwrap_or(0));
             s += &format!(
                 "  {:<34} {:>15} {:>15} {:>15} {:>15} {:>7}\n",
                 phase_name(ph),
@@ -1710,10 +2142,49 @@ impl Totals {
                 n.iter().sum::<u64>()
             );
         }
-        s += &format!("kill -> consumer's end-of-stream (a producer died): {}\n", spread(&mut self.notice_rx));
+        s += &format!("kill -> consumers' end-of-stream (a producer died): {}\n", spread(&mut self.notice_rx));
         s += &format!("kill -> a producer refused (the consumer died): {}\n", spread(&mut self.notice_tx));
         s += &format!("iteration run time (start -> all done): {}\n", spread(&mut self.run_ns));
         s += &format!("a close (drop of a sender/receiver): {}\n", spread(&mut self.close_ns));
+        let mx = &mut self.mx;
+        let v = mx.victim;
+        s += &format!(
+            "mutex iterations: {} ({} locks by the survivors' lockers); the victim died holding the mutex {}, inside \
+             lock() {}, inside the unlock {}, not holding it {}\n",
+            mx.iters,
+            mx.locks,
+            v[MX_HOLDING as usize],
+            v[MX_LOCKING as usize],
+            v[MX_UNLOCKING as usize],
+            v[MX_OUT as usize]
+        );
+        s += &format!(
+            "  OwnerDied seen {} times: {} by a survivor's locker, {} by the parent's lock after the run; the data \
+             found half-updated {} times\n",
+            mx.died_survivors + mx.died_parent,
+            mx.died_survivors,
+            mx.died_parent,
+            mx.torn
+        );
+        s += &format!("  a survivor's OwnerDied, from the kill (or its call): {}\n", spread(&mut mx.takeover_ns));
+        s += &format!(
+            "  slowest lock after the kill, per iteration (from the kill or its call): with an OwnerDied {}; without {}\n",
+            spread(&mut mx.after_kill_died_ns),
+            spread(&mut mx.after_kill_ns)
+        );
+        let c = &self.claim;
+        s += &format!(
+            "mpmc, a producer killed while two go on: {} iterations, a dead claim padded in {}; of these, the \
+             survivors had messages left at the kill in {}, sent some after it in {}, and a consumer got one while its \
+             producer was still attached (before its close) in {} (in all {}: {})\n",
+            c.iters,
+            c.dead_claim,
+            c.left_at_kill,
+            c.sent_after,
+            c.got_while_attached,
+            c.iters,
+            c.got_while_attached_all
+        );
         if self.limits.is_empty() {
             s += "known limits hit: none\n";
         }

@@ -9,6 +9,9 @@
 //! | seq of a unit's first cell | its producer: `pos + 1` (Release) = committed | store              |
 //! | seq of every cell of a unit| its consumer: `pos + cap` (Release) = free for the next lap | store |
 //! | cell bytes                 | the producer that claimed them, then read by the consumer that took them | copy |
+//! | a unit's header word       | its producer: CLAIMED marker, then the header at commit; its consumer: TAKEN marker after the take; a survivor freeing a dead consumer's unit: RECOVERING (CAS) | store / CAS |
+//! | first word of a non-first cell | the consumer releasing it: 0 | store |
+//! | seq of a dead claim's first cell | a consumer that found its claimer gone: `pos + 2` (ABANDONED) | CAS |
 //!
 //! Positions count bytes and are multiples of the cell size; cell `i` of lap `l` has position
 //! `p = l * cap + i * cell`. Its sequence word reads `p` when the cell is free for position `p`,
@@ -16,6 +19,14 @@
 //! next lap). A *unit* is one message (header word + payload, `ceil((8 + len) / cell)` cells) or
 //! a padding unit that fills the cells up to the ring's end when a message would not fit before
 //! it; units never wrap.
+//!
+//! Ownership markers let survivors recover from a process that died holding cells (DESIGN.md
+//! 4d): a producer marks every unit of its claim CLAIMED (with its owner mark) right after the
+//! claim; a consumer that finds the head unit claimed by a gone owner sets its sequence word to
+//! `pos + 2` (ABANDONED: a padding unit whose size the marker gives). A consumer marks every
+//! unit it took TAKEN right after the take; a producer blocked on a unit whose taker is gone
+//! frees it (after winning a CAS of the header to RECOVERING). Releasing zeroes the first word
+//! of every cell but a unit's first, so no stale byte can pass for a CLAIMED marker later.
 
 use crate::error::Corrupt;
 use crate::futex::Wake;
@@ -27,6 +38,19 @@ pub use crate::ring::spsc::{PopError, PushError};
 use crate::sync::{AtomicU64, Ordering};
 use crate::wait::{self, Deadline, Park, Spinner};
 use std::time::Duration;
+
+/// Who tells a ring whether the owner of a marker is gone (`peers::owner_gone` over the
+/// segment's peer table, in the parks of blocking calls).
+pub trait Owners {
+    /// Whether the attachment with owner mark `mark` is gone for sure (dead or reaped).
+    fn owner_gone(&self, mark: u16) -> bool;
+}
+
+/// Sequence word offset of a unit abandoned by a dead producer (`pos + 2`).
+const ABANDONED: u64 = 2;
+/// Bit 0 of a TAKEN marker's length (unit sizes are multiples of the cell): the unit held a
+/// message (not padding).
+const TAKEN_MSG: u32 = 1;
 
 /// Largest message for a ring of `cap` bytes cut into `cell`-byte cells: half the cells (so a
 /// message plus the padding before it always fits in an empty ring) minus the header.
@@ -158,8 +182,35 @@ pub struct Ring {
     cells: Cells,
     max_message: usize,
     spin: Duration,
+    /// Our owner mark (`peers::owner_mark`; 0: unknown), written into ownership markers.
+    owner: u16,
+    /// How long a blocked call waits on a stuck unit before it asks whether its owner is gone;
+    /// None: never (no peer table to ask).
+    patience: Option<Duration>,
     /// Counted by this attachment, not yet in the segment.
     pub counts: Counts,
+}
+
+/// Since when a blocked call has been stuck (for `Ring::patience`).
+struct Stuck(Option<u64>);
+
+impl Stuck {
+    fn new() -> Stuck {
+        Stuck(None)
+    }
+
+    /// Whether we have been stuck for `patience` (starting the clock at the first call).
+    fn long_enough(&mut self, patience: Option<Duration>) -> bool {
+        match patience {
+            None => false,
+            Some(p) if p.is_zero() => true,
+            Some(p) => {
+                let now = crate::clock::monotonic_ns();
+                let since = *self.0.get_or_insert(now);
+                now.saturating_sub(since) >= p.as_nanos() as u64
+            }
+        }
+    }
 }
 
 /// Nothing committed at the head; the tail word as read.
@@ -172,7 +223,15 @@ impl Ring {
     pub fn new(cap: usize, cell: usize, max_message: u64, spin: Duration) -> Result<Ring, Corrupt> {
         let cells = Cells::new(cap, cell)?;
         let max = (max_message as usize).min(self::max_message(cap, cell));
-        Ok(Ring { cells, max_message: max, spin, counts: Counts::new() })
+        Ok(Ring { cells, max_message: max, spin, owner: 0, patience: None, counts: Counts::new() })
+    }
+
+    /// Take part in crash recovery: mark what we own with `owner` (`peers::owner_mark`) and,
+    /// after being stuck for `patience` on a unit whose owner is gone, recover it.
+    pub fn with_recovery(mut self, owner: u16, patience: Duration) -> Ring {
+        self.owner = owner;
+        self.patience = Some(patience);
+        self
     }
 
     /// Largest message this ring carries.
@@ -245,6 +304,38 @@ impl Ring {
         }
     }
 
+    /// Mark every unit of a won claim CLAIMED with our owner mark, the last unit first: a
+    /// producer that dies after marking its first unit has marked them all, so the consumers can
+    /// skip the whole claim unit by unit (`recover_claim`). `units` yields (position, bytes).
+    fn mark_claim<M: RingMemory>(&self, mem: &M, units: impl DoubleEndedIterator<Item = (u64, u64)>) {
+        if self.owner == 0 {
+            return; // nobody could tell whether we are gone
+        }
+        for (pos, bytes) in units.rev() {
+            mem.store_word(
+                self.cells.off(pos),
+                record::encode_owned(Kind::Claimed, bytes as u32, self.owner),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// The units of a claim of messages of lengths `lens` from `start`: (position, bytes) of
+    /// each padding and message unit, in order.
+    fn units_of(&self, start: u64, lens: impl Iterator<Item = usize>) -> Vec<(u64, u64)> {
+        let mut units = Vec::new();
+        let mut pos = start;
+        for len in lens {
+            let (pad, unit) = self.cells.place(pos, len);
+            if pad != 0 {
+                units.push((pos, pad));
+            }
+            units.push((pos + pad, unit));
+            pos += pad + unit;
+        }
+        units
+    }
+
     /// Write the messages of a won claim and commit each unit.
     fn write_claim<M: RingMemory, P: Park>(
         &self,
@@ -256,6 +347,13 @@ impl Ring {
         msgs: &[&[u8]],
     ) {
         let c = self.cells;
+        if self.owner != 0 && claim.n == 1 {
+            let (pad, unit) = c.place(claim.start, msgs[0].len());
+            let units = [(claim.start, pad), (claim.start + pad, unit)];
+            self.mark_claim(mem, units.into_iter().filter(|&(_, bytes)| bytes != 0));
+        } else if self.owner != 0 {
+            self.mark_claim(mem, self.units_of(claim.start, msgs[..claim.n].iter().map(|m| m.len())).into_iter());
+        }
         let mut pos = claim.start;
         let mut bytes = 0u64;
         for m in &msgs[..claim.n] {
@@ -280,6 +378,103 @@ impl Ring {
         // SYNC(cell-commit): Release; pairs with the consumer's Acquire load of the first cell's
         // sequence in `look`: who sees `pos + 1` sees the header and the payload.
         self.seq(seqs, pos).store(pos + 1, Ordering::Release);
+    }
+
+    /// Blocked for room: if the unit in our way was taken by a consumer that is gone, and we
+    /// have been stuck for `patience`, free it (the message it held is lost with that consumer
+    /// and counted in `reclaimed_takes`). Returns whether a unit was freed (then try again).
+    fn recover_take<M: RingMemory, P: Park + Owners>(
+        &self,
+        ctl: &RingCtl,
+        mem: &M,
+        seqs: &[AtomicU64],
+        park: &P,
+        len: usize,
+        stuck: &mut Stuck,
+    ) -> bool {
+        if self.patience.is_none() {
+            return false;
+        }
+        let c = self.cells;
+        let raw_tail = ctl.producer.tail.load(Ordering::Acquire);
+        if raw_tail & TAIL_CLOSED != 0 {
+            return false;
+        }
+        let pos = raw_tail & POS_MASK;
+        let (pad, unit) = c.place(pos, len);
+        // The first cell in our way holds an earlier lap. It is the first cell of a unit: a
+        // unit's other cells are released before its first (`free`), and no claim can pass a
+        // cell that is not free.
+        let mut p = pos;
+        let (p, s) = loop {
+            if p >= pos + pad + unit {
+                return false;
+            }
+            // SYNC(cell-release): Acquire, as in `try_claim`.
+            let s = self.seq(seqs, p).load(Ordering::Acquire);
+            match s.cmp(&p) {
+                std::cmp::Ordering::Less => break (p, s),
+                std::cmp::Ordering::Equal => p += c.cell,
+                std::cmp::Ordering::Greater => return false, // stale tail: just try again
+            }
+        };
+        let Some(u) = p.checked_sub(c.cap) else { return false };
+        // Committed (or abandoned) in the previous lap: taken, or still waiting to be taken.
+        if s != u + 1 && s != u + ABANDONED {
+            return false;
+        }
+        if !stuck.long_enough(self.patience) {
+            return false;
+        }
+        let off = c.off(u);
+        // Relaxed: the marker is one word and nothing else is read through it; the CAS below
+        // decides.
+        let raw = mem.load_word(off, Ordering::Relaxed);
+        let Ok((kind @ (Kind::Taken | Kind::Recovering), marked)) = record::decode(raw) else {
+            return false; // not taken yet, or taken and not marked yet (see DESIGN 4d)
+        };
+        let owner = record::claim_owner(raw);
+        if owner == 0 || !park.owner_gone(owner) {
+            return false;
+        }
+        // Exactly one survivor frees the unit: the one whose CAS makes it RECOVERING. (A
+        // RECOVERING survivor that died in the middle is replaced the same way.)
+        let mine = record::encode_owned(Kind::Recovering, marked, self.owner);
+        if mem.cas_word(off, raw, mine).is_err() {
+            return true; // somebody else is at it: look again
+        }
+        let bytes = self.unit_bytes(u, u64::from(marked & !TAKEN_MSG));
+        self.free_unit(seqs, mem, u, bytes);
+        if kind == Kind::Taken {
+            ctl.lifecycle.reclaimed_takes.fetch_add(u64::from(marked & TAKEN_MSG), Ordering::Relaxed);
+        }
+        wait::wake_counted(park, &ctl.wake.tx_seq, &ctl.wake.tx_waiters);
+        true
+    }
+
+    /// A unit size read from a marker at `pos`, checked: a multiple of the cell that fits before
+    /// the ring's end; anything else (a scribbled marker) counts as one cell.
+    fn unit_bytes(&self, pos: u64, bytes: u64) -> u64 {
+        let c = self.cells;
+        let to_end = c.cap - (pos & (c.cap - 1));
+        if bytes == 0 || bytes % c.cell != 0 || bytes > to_end { c.cell } else { bytes }
+    }
+
+    /// Free the unit of `bytes` at `pos`: zero the first word of each of its other cells and
+    /// hand them back, then hand back its first cell.
+    fn free_unit<M: RingMemory>(&self, seqs: &[AtomicU64], mem: &M, pos: u64, bytes: u64) {
+        let c = self.cells;
+        let mut p = pos + c.cell;
+        while p < pos + bytes {
+            mem.store_word(c.off(p), 0, Ordering::Relaxed);
+            // SYNC(cell-release): Release; pairs with the producers' Acquire loads in
+            // `try_claim`: our reads of this cell (and the zero) are done before it is reused.
+            self.seq(seqs, p).store(p + c.cap, Ordering::Release);
+            p += c.cell;
+        }
+        // SYNC(cell-release): as above; the first cell last, so that a unit whose first cell is
+        // free is free as a whole (what `recover_take` relies on).
+        self.seq(seqs, pos).store(pos + c.cap, Ordering::Release);
     }
 
     fn wait_for_room<P: Park>(
@@ -329,7 +524,7 @@ impl Ring {
 
     /// Send a prefix of `msgs` (at least one, each at most `max_message()`), waiting for room
     /// until `deadline`. Returns how many were sent.
-    pub fn send<M: RingMemory, P: Park>(
+    pub fn send<M: RingMemory, P: Park + Owners>(
         &self,
         ctl: &RingCtl,
         mem: &M,
@@ -349,10 +544,14 @@ impl Ring {
             &many
         };
         let mut spinner = Spinner::new(self.spin);
+        let mut stuck = Stuck::new();
         loop {
             if let Some(claim) = self.try_claim(ctl, seqs, lens)? {
                 self.write_claim(ctl, mem, seqs, park, claim, msgs);
                 return Ok(claim.n);
+            }
+            if self.recover_take(ctl, mem, seqs, park, lens[0], &mut stuck) {
+                continue;
             }
             self.wait_for_room(ctl, seqs, park, lens[0], deadline, &mut spinner)?;
         }
@@ -360,7 +559,7 @@ impl Ring {
 
     /// Claim one message unit of `len` bytes for zero-copy writing (padding before it, if any,
     /// is committed at once). Commit with `commit_reserved`.
-    pub fn reserve<M: RingMemory, P: Park>(
+    pub fn reserve<M: RingMemory, P: Park + Owners>(
         &self,
         ctl: &RingCtl,
         mem: &M,
@@ -370,15 +569,21 @@ impl Ring {
         deadline: Deadline,
     ) -> Result<Reserved, PushError> {
         let mut spinner = Spinner::new(self.spin);
+        let mut stuck = Stuck::new();
         loop {
             if let Some(claim) = self.try_claim(ctl, seqs, &[len])? {
-                let (pad, _) = self.cells.place(claim.start, len);
+                let (pad, unit) = self.cells.place(claim.start, len);
+                let units = [(claim.start, pad), (claim.start + pad, unit)];
+                self.mark_claim(mem, units.into_iter().filter(|&(_, bytes)| bytes != 0));
                 if pad != 0 {
                     self.commit_unit(mem, seqs, claim.start, record::encode(Kind::Pad, (pad - HDR as u64) as u32));
                     wait::wake_counted(park, &ctl.wake.rx_seq, &ctl.wake.rx_waiters);
                 }
                 let pos = claim.start + pad;
                 return Ok(Reserved { claim, pos, off: self.cells.off(pos) + HDR, len });
+            }
+            if self.recover_take(ctl, mem, seqs, park, len, &mut stuck) {
+                continue;
             }
             self.wait_for_room(ctl, seqs, park, len, deadline, &mut spinner)?;
         }
@@ -427,6 +632,20 @@ impl Ring {
         Ok((kind, len as usize, unit))
     }
 
+    /// The unit at `pos` whose first sequence word reads `seq` (committed or abandoned).
+    fn unit_here<M: RingMemory>(&self, mem: &M, pos: u64, seq: u64) -> Result<(Kind, usize, u64), Corrupt> {
+        if seq != pos + ABANDONED {
+            return self.unit_at(mem, pos);
+        }
+        // A dead producer's claim: padding, as long as its CLAIMED marker says (one cell if it
+        // died before marking). Its words are final: nobody writes them until it is released.
+        let bytes = match record::decode(mem.load_word(self.cells.off(pos), Ordering::Acquire)) {
+            Ok((Kind::Claimed, bytes)) => u64::from(bytes),
+            _ => 0,
+        };
+        Ok((Kind::Pad, 0, self.unit_bytes(pos, bytes)))
+    }
+
     /// Take up to `max` messages (padding units are taken along and skipped) with one head CAS.
     fn try_take<M: RingMemory>(
         &self,
@@ -448,11 +667,11 @@ impl Ring {
             while msgs < max && pos - head < self.cells.cap {
                 // SYNC(cell-commit): Acquire; pairs with the producer's Release in `commit_unit`.
                 let s = self.seq(seqs, pos).load(Ordering::Acquire);
-                if s != pos + 1 {
-                    ahead = s > pos + 1 && pos == head;
+                if s != pos + 1 && s != pos + ABANDONED {
+                    ahead = s > pos + ABANDONED && pos == head;
                     break;
                 }
-                let (kind, _, unit) = match self.unit_at(mem, pos) {
+                let (kind, _, unit) = match self.unit_here(mem, pos, s) {
                     Ok(u) => u,
                     Err(e) => {
                         // Before our head CAS nothing is ours: another consumer may have taken
@@ -494,14 +713,22 @@ impl Ring {
             // SYNC(take): AcqRel CAS on the head: exactly one consumer takes these units.
             match ctl.consumer.head.compare_exchange(head, pos, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
-                    // The units are ours now and cannot change: read them again and validate.
+                    // The units are ours now and cannot change: read them again and validate,
+                    // and mark each TAKEN by us (with its size, for `free` and for a survivor
+                    // that frees it if we die before releasing it: `recover_take`).
                     let mut take = Take { start: head, end: pos, msgs: Vec::with_capacity(msgs) };
                     let mut p = head;
                     while p < pos {
-                        let (kind, len, unit) = self.unit_at(mem, p)?;
-                        if kind == Kind::Whole {
+                        let s = self.seq(seqs, p).load(Ordering::Relaxed);
+                        let (kind, len, unit) = self.unit_here(mem, p, s)?;
+                        let msg = if kind == Kind::Whole {
                             take.msgs.push(Taken { off: self.cells.off(p) + HDR, len });
-                        }
+                            TAKEN_MSG
+                        } else {
+                            0
+                        };
+                        let mark = record::encode_owned(Kind::Taken, unit as u32 | msg, self.owner);
+                        mem.store_word(self.cells.off(p), mark, Ordering::Relaxed);
                         p += unit;
                     }
                     if p != pos {
@@ -515,26 +742,30 @@ impl Ring {
     }
 
     /// Give the cells of a take back to the producers, counting its messages as received.
-    pub fn release<P: Park>(&self, ctl: &RingCtl, seqs: &[AtomicU64], park: &P, take: &Take) {
-        self.free(ctl, seqs, park, take);
+    pub fn release<M: RingMemory, P: Park>(&self, ctl: &RingCtl, mem: &M, seqs: &[AtomicU64], park: &P, take: &Take) {
+        self.free(ctl, mem, seqs, park, take);
         let bytes = take.msgs.iter().map(|m| m.len as u64).sum();
         self.counts.add(take.msgs.len() as u64, bytes, received(ctl));
     }
 
-    fn free<P: Park>(&self, ctl: &RingCtl, seqs: &[AtomicU64], park: &P, take: &Take) {
+    fn free<M: RingMemory, P: Park>(&self, ctl: &RingCtl, mem: &M, seqs: &[AtomicU64], park: &P, take: &Take) {
         let mut p = take.start;
         while p < take.end {
-            // SYNC(cell-release): Release; pairs with the producers' Acquire loads in
-            // `try_claim`: our reads of this cell are done before it is reused.
-            self.seq(seqs, p).store(p + self.cells.cap, Ordering::Release);
-            p += self.cells.cell;
+            // Our own TAKEN marker gives the unit's size (a scribbled one: a cell at a time).
+            let bytes = match record::decode(mem.load_word(self.cells.off(p), Ordering::Relaxed)) {
+                Ok((Kind::Taken, marked)) => u64::from(marked & !TAKEN_MSG),
+                _ => 0,
+            };
+            let bytes = self.unit_bytes(p, bytes).min(take.end - p);
+            self.free_unit(seqs, mem, p, bytes);
+            p += bytes;
         }
         wait::wake_counted(park, &ctl.wake.tx_seq, &ctl.wake.tx_waiters);
     }
 
     /// Take up to `max` messages (at least one), waiting until `deadline`. An empty take (only
     /// padding) is released and the wait goes on.
-    pub fn take<M: RingMemory, P: Park>(
+    pub fn take<M: RingMemory, P: Park + Owners>(
         &self,
         ctl: &RingCtl,
         mem: &M,
@@ -544,6 +775,7 @@ impl Ring {
         deadline: Deadline,
     ) -> Result<Take, PopError> {
         let mut spinner = Spinner::new(self.spin);
+        let mut stuck = Stuck::new();
         loop {
             let state = lifecycle::load(&ctl.lifecycle.state)?;
             if state >= State::Closing {
@@ -551,7 +783,7 @@ impl Ring {
                 return Err(PopError::Closed);
             }
             match self.try_take(ctl, mem, seqs, max.max(1))? {
-                Ok(take) if take.msgs.is_empty() => self.free(ctl, seqs, park, &take),
+                Ok(take) if take.msgs.is_empty() => self.free(ctl, mem, seqs, park, &take),
                 Ok(take) => return Ok(take),
                 Err(Empty { raw_tail }) => {
                     let head = ctl.consumer.head.load(Ordering::Acquire);
@@ -572,8 +804,11 @@ impl Ring {
                     }
                     if raw_tail & TAIL_CLOSED != 0
                         && ctl.lifecycle.senders.load(Ordering::Acquire) == 0
-                        && self.pad_abandoned(ctl, mem, seqs, park, head)
+                        && self.pad_abandoned(ctl, seqs, park, head)
                     {
+                        continue;
+                    }
+                    if self.recover_claim(ctl, mem, seqs, park, head, raw_tail, &mut stuck) {
                         continue;
                     }
                     self.wait(ctl, seqs, park, deadline, &mut spinner)?;
@@ -582,36 +817,63 @@ impl Ring {
         }
     }
 
-    /// The channel is closed for sending (no claim can start) and no sender is attached (every
-    /// producer has committed what it claimed, or died and was reaped): a cell at the head that
-    /// is still uncommitted was claimed by a producer that died. Commit it as a one-cell PAD so
-    /// that the consumers move on (cell by cell through the dead claim). Any consumer may do it,
-    /// and several may race: they write the same header, and one CAS of the sequence word wins;
-    /// a late header write lands on a cell no producer will ever use again (closed for sending).
-    /// Returns whether the cell is committed now.
-    fn pad_abandoned<M: RingMemory, P: Park>(
+    /// The unit at the head was claimed by a producer that is gone (its CLAIMED marker names
+    /// it), and we have been stuck behind it for `patience`: abandon it (its sequence word
+    /// `head` → `head + 2`, one CAS, so that several consumers cannot both do it and a late
+    /// one fails once the cell moved on), and the consumers skip it as padding of the size the
+    /// marker gives. Returns whether the unit is abandoned now.
+    #[allow(clippy::too_many_arguments)]
+    fn recover_claim<M: RingMemory, P: Park + Owners>(
         &self,
         ctl: &RingCtl,
         mem: &M,
         seqs: &[AtomicU64],
         park: &P,
         head: u64,
+        raw_tail: u64,
+        stuck: &mut Stuck,
     ) -> bool {
+        if self.patience.is_none() || head >= raw_tail & POS_MASK {
+            return false; // not recovering, or nothing claimed at the head
+        }
         let seq = self.seq(seqs, head);
-        if seq.load(Ordering::Acquire) != head {
+        if seq.load(Ordering::Acquire) != head || !stuck.long_enough(self.patience) {
             return false;
         }
-        mem.store_word(
-            self.cells.off(head),
-            record::encode(Kind::Pad, (self.cells.cell - HDR as u64) as u32),
-            Ordering::Relaxed,
-        );
-        // SYNC(cell-commit): Release, as in `commit_unit`: who sees `head + 1` sees the header.
-        if seq.compare_exchange(head, head + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+        // Relaxed: one word; the CAS below decides. A CLAIMED marker at a cell whose sequence
+        // word reads `head` was written by this lap's claimer: releasing leaves no CLAIMED
+        // behind (first cells become TAKEN, the others are zeroed).
+        let raw = mem.load_word(self.cells.off(head), Ordering::Relaxed);
+        let owner = record::claim_owner(raw);
+        if !matches!(record::decode(raw), Ok((Kind::Claimed, _))) || owner == 0 || !park.owner_gone(owner) {
+            return false;
+        }
+        self.abandon(ctl, seq, park, head)
+    }
+
+    /// Sequence word `head` → `head + ABANDONED`; counts and wakes the consumers if we did it.
+    fn abandon<P: Park>(&self, ctl: &RingCtl, seq: &AtomicU64, park: &P, head: u64) -> bool {
+        // SYNC(cell-commit): AcqRel, as the producer's commit: the consumer that sees the
+        // ABANDONED value reads the marker, which is final (its writer is gone).
+        if seq.compare_exchange(head, head + ABANDONED, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
             ctl.lifecycle.abandoned_claims.fetch_add(1, Ordering::Relaxed);
             wait::wake_counted(park, &ctl.wake.rx_seq, &ctl.wake.rx_waiters);
         }
         true
+    }
+
+    /// The channel is closed for sending (no claim can start) and no sender is attached (every
+    /// producer has committed what it claimed, or died and was reaped): a cell at the head that
+    /// is still uncommitted was claimed by a producer that died, perhaps before it could mark
+    /// its claim. Abandon it (`abandon`): it becomes padding of the size its CLAIMED marker
+    /// gives, or of one cell if there is none, and the consumers move on. Returns whether the
+    /// head cell is committed or abandoned now.
+    fn pad_abandoned<P: Park>(&self, ctl: &RingCtl, seqs: &[AtomicU64], park: &P, head: u64) -> bool {
+        let seq = self.seq(seqs, head);
+        if seq.load(Ordering::Acquire) != head {
+            return false;
+        }
+        self.abandon(ctl, seq, park, head)
     }
 
     fn wait<P: Park>(
@@ -665,7 +927,7 @@ impl Ring {
             match self.try_take(ctl, mem, seqs, usize::MAX)? {
                 Ok(take) => {
                     let (m, b) = (take.msgs.len() as u64, take.msgs.iter().map(|t| t.len as u64).sum::<u64>());
-                    self.free(ctl, seqs, park, &take);
+                    self.free(ctl, mem, seqs, park, &take);
                     if m != 0 {
                         ctl.lifecycle.discarded_msgs.fetch_add(m, Ordering::Relaxed);
                         ctl.lifecycle.discarded_bytes.fetch_add(b, Ordering::Relaxed);

@@ -99,7 +99,7 @@ pub struct Producer {
     /// `COUNT_FLUSH` messages (and on `flush_counts`), not per message.
     unflushed_msgs: AtomicU64,
     unflushed_bytes: AtomicU64,
-    /// Our peer slot + 1 (0: unknown), written into CLAIMED markers so that the receiver can
+    /// Our owner mark (`peers::owner_mark`; 0: unknown), written into CLAIMED markers so that the receiver can
     /// tell whose claim is stuck and skip it once that producer is dead.
     owner: u16,
 }
@@ -128,9 +128,9 @@ impl Producer {
         })
     }
 
-    /// Record which peer slot this attachment holds (for the CLAIMED markers).
-    pub fn with_owner(mut self, slot: Option<usize>) -> Producer {
-        self.owner = slot.and_then(|s| u16::try_from(s + 1).ok()).unwrap_or(0);
+    /// Record this attachment's owner mark (`peers::owner_mark`) for the CLAIMED markers.
+    pub fn with_owner(mut self, owner: u16) -> Producer {
+        self.owner = owner;
         self
     }
 
@@ -640,6 +640,9 @@ impl Consumer {
         let (kind, len) = record::decode(raw)?;
         if kind == Kind::Claimed {
             return Ok(Look::InFlight);
+        }
+        if matches!(kind, Kind::Taken | Kind::Recovering) {
+            return Err(Corrupt::new(format!("MPMC marker {raw:#x} in an MPSC ring")));
         }
         let off = (pos & (self.cap - 1)) as usize;
         let rec = record::size(len as usize) as u64;

@@ -4,8 +4,9 @@
 //! header (u64, little end first):  bits 0..32  payload length
 //!                                  bits 32..40 kind
 //!                                  bits 40..48 TAG (0xA5), catches garbage
-//!                                  bits 48..64 zero, except in CLAIMED markers: the
-//!                                              claimer's peer slot + 1 (0 = unknown)
+//!                                  bits 48..64 zero, except in the ownership markers
+//!                                              CLAIMED, TAKEN and RECOVERING: an owner mark
+//!                                              (`peers::owner_mark`; 0 = unknown)
 //! ```
 //!
 //! A message that fits in one record is `WHOLE`. A larger one travels as `FIRST` (payload starts
@@ -34,6 +35,11 @@ pub enum Kind {
     /// MPSC only: space claimed by a producer that has not committed yet; `len` is the whole
     /// claim's extent in bytes (what `unblock` skips if that producer died).
     Claimed = 7,
+    /// MPMC only: a unit taken by a consumer that has not released it yet; `len` is the unit's
+    /// size in bytes (what a producer frees if that consumer died).
+    Taken = 8,
+    /// MPMC only: a dead consumer's unit being freed by the survivor named in the owner bits.
+    Recovering = 9,
 }
 
 /// The header word of a record.
@@ -42,24 +48,39 @@ pub fn encode(kind: Kind, len: u32) -> u64 {
     (len as u64) | ((kind as u64) << 32) | (TAG << 40)
 }
 
-/// The CLAIMED marker of a claim of `extent` bytes by the attachment in peer slot `owner - 1`
-/// (`owner` 0: unknown).
+/// The CLAIMED marker of a claim of `extent` bytes by the attachment with owner mark `owner`
+/// (`peers::owner_mark`; 0: unknown).
 #[inline]
 pub fn encode_claimed(extent: u32, owner: u16) -> u64 {
-    encode(Kind::Claimed, extent) | (u64::from(owner) << 48)
+    encode_owned(Kind::Claimed, extent, owner)
 }
 
-/// The claimer recorded in a CLAIMED marker (peer slot + 1; 0 = unknown).
+/// An ownership marker (CLAIMED, TAKEN or RECOVERING) of `len` bytes owned by `owner`.
+#[inline]
+pub fn encode_owned(kind: Kind, len: u32, owner: u16) -> u64 {
+    debug_assert!(kind.carries_owner());
+    encode(kind, len) | (u64::from(owner) << 48)
+}
+
+/// The owner recorded in an ownership marker (0 = unknown).
 #[inline]
 pub fn claim_owner(raw: u64) -> u16 {
     (raw >> 48) as u16
 }
 
+impl Kind {
+    /// Whether a header of this kind may carry an owner mark in bits 48..64.
+    #[inline]
+    pub fn carries_owner(self) -> bool {
+        matches!(self, Kind::Claimed | Kind::Taken | Kind::Recovering)
+    }
+}
+
 /// Decode and check a header word read from shared memory.
 #[inline]
 pub fn decode(raw: u64) -> Result<(Kind, u32), Corrupt> {
-    let claimed = (raw >> 32) & 0xff == Kind::Claimed as u64;
-    if (raw >> 40) & 0xff != TAG || (raw >> 48 != 0 && !claimed) {
+    let owned = matches!((raw >> 32) & 0xff, 7..=9);
+    if (raw >> 40) & 0xff != TAG || (raw >> 48 != 0 && !owned) {
         return Err(Corrupt::new(format!("record header {raw:#018x} has no valid tag")));
     }
     let kind = match (raw >> 32) & 0xff {
@@ -70,6 +91,8 @@ pub fn decode(raw: u64) -> Result<(Kind, u32), Corrupt> {
         5 => Kind::Pad,
         6 => Kind::Abort,
         7 => Kind::Claimed,
+        8 => Kind::Taken,
+        9 => Kind::Recovering,
         k => return Err(Corrupt::new(format!("record header has unknown kind {k}"))),
     };
     Ok((kind, raw as u32))
@@ -87,7 +110,17 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_rejects_garbage() {
-        for kind in [Kind::Whole, Kind::First, Kind::Middle, Kind::Last, Kind::Pad, Kind::Abort, Kind::Claimed] {
+        for kind in [
+            Kind::Whole,
+            Kind::First,
+            Kind::Middle,
+            Kind::Last,
+            Kind::Pad,
+            Kind::Abort,
+            Kind::Claimed,
+            Kind::Taken,
+            Kind::Recovering,
+        ] {
             for len in [0u32, 1, 7, 8, 4096, u32::MAX] {
                 assert_eq!(decode(encode(kind, len)).unwrap(), (kind, len));
             }
@@ -95,8 +128,11 @@ mod tests {
         assert!(decode(0).is_err());
         assert!(decode(u64::MAX).is_err());
         assert!(decode(encode(Kind::Whole, 3) ^ (1 << 36)).is_err(), "kind 17");
-        assert!(decode((TAG << 40) | (9 << 32)).is_err(), "unknown kind");
-        assert!(decode((TAG << 40) | (8 << 32)).is_err(), "unknown kind");
+        assert!(decode((TAG << 40) | (10 << 32)).is_err(), "unknown kind");
+        assert!(decode(TAG << 40).is_err(), "kind 0");
+        let taken = encode_owned(Kind::Taken, 256, 0x1234);
+        assert_eq!(decode(taken).unwrap(), (Kind::Taken, 256));
+        assert_eq!(claim_owner(taken), 0x1234);
         // Only CLAIMED markers carry a claimer in bits 48..64.
         let marker = encode_claimed(4096, 17);
         assert_eq!(decode(marker).unwrap(), (Kind::Claimed, 4096));

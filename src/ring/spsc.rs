@@ -607,8 +607,8 @@ impl Consumer {
                     self.release(ctl, park, next);
                 }
                 Peeked::Record { kind: Kind::Pad, .. } => unreachable!("peek skips padding"),
-                Peeked::Record { kind: Kind::Claimed, .. } => {
-                    return Err(Corrupt::new("an MPSC claim marker in an SPSC ring").into());
+                Peeked::Record { kind: Kind::Claimed | Kind::Taken | Kind::Recovering, .. } => {
+                    return Err(Corrupt::new("an ownership marker in an SPSC ring").into());
                 }
                 Peeked::Empty { raw_tail } => {
                     if raw_tail & TAIL_CLOSED != 0 {
@@ -691,7 +691,9 @@ impl Consumer {
                     pending = 0;
                 }
                 Kind::Abort | Kind::Pad => pending = 0,
-                Kind::Claimed => return Err(Corrupt::new("an MPSC claim marker in an SPSC ring")),
+                Kind::Claimed | Kind::Taken | Kind::Recovering => {
+                    return Err(Corrupt::new("an ownership marker in an SPSC ring"));
+                }
             }
             self.head = next;
         }
