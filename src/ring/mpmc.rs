@@ -728,7 +728,11 @@ impl Ring {
                             0
                         };
                         let mark = record::encode_owned(Kind::Taken, unit as u32 | msg, self.owner);
-                        mem.store_word(self.cells.off(p), mark, Ordering::Relaxed);
+                        // SYNC(taken-mark): Release; pairs with the Acquire header load in
+                        // `unit_at` of a consumer with a stale head: who sees TAKEN also sees
+                        // our head CAS when it re-reads the head, so it does not call the
+                        // marker corrupt (found by loom: `two_consumers_exactly_once`).
+                        mem.store_word(self.cells.off(p), mark, Ordering::Release);
                         p += unit;
                     }
                     if p != pos {
