@@ -76,6 +76,14 @@ fn child_entry() {
                 tx.send(i.to_le_bytes()).unwrap();
             }
         }
+        "mpmc_take_then_die" => {
+            let rx = shmq::mpmc::Channel::open(&name, &cfg).unwrap().receiver().unwrap();
+            let held = rx.recv_ref().unwrap(); // taken, never released
+            let mut first = [0u8; 4];
+            held.read_at(0, &mut first);
+            assert_eq!(first, 0u32.to_le_bytes());
+            die();
+        }
         "watcher_thread_lifetime" => {
             assert_eq!(watcher_threads(), 0, "no channel yet, no watcher thread");
             let ch = Channel::anonymous(&cfg).unwrap();
@@ -318,5 +326,28 @@ fn dead_producer_mid_claim_does_not_wedge_mpmc() {
     assert_eq!((d.pid, d.was_sender), (dead_pid, true));
     assert!(ch.stats().unwrap().abandoned_claims >= 1, "the dead claim's cells were padded");
     drop((rx, ch));
+    scope.finish();
+}
+
+/// MPMC: a receiver takes a message (borrowed in place, never released) and is killed. The
+/// parent sends 100 more messages through the 32-cell ring, so the sender comes round to the
+/// dead receiver's cell: it frees it (the TAKEN marker names a gone owner) instead of waiting
+/// for ever, the parent's own receiver gets all 100 in order, and the lost message is counted.
+#[test]
+fn dead_consumer_holding_a_message_does_not_wedge_mpmc() {
+    let scope = Scope::new("dtake");
+    let name = scope.name("ch");
+    let ch = shmq::mpmc::Channel::create(&name, &Config::new().capacity(4096).cell_size(128)).unwrap();
+    let (tx, rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
+    tx.send(0u32.to_le_bytes()).unwrap();
+    let dead = scope.spawn("mpmc_take_then_die", &[("SHMQ_IT_NAME", &name)]);
+    assert_killed(&dead.wait(CHILD_TIMEOUT));
+    for i in 1..=100u32 {
+        tx.send_timeout(i.to_le_bytes(), RECV_TIMEOUT).unwrap_or_else(|e| panic!("send {i}: {e:?}"));
+        let m = rx.recv_timeout(RECV_TIMEOUT).unwrap_or_else(|e| panic!("recv {i}: {e:?}"));
+        assert_eq!(m, i.to_le_bytes());
+    }
+    assert_eq!(ch.stats().unwrap().reclaimed_takes, 1, "the dead receiver's message is counted as lost");
+    drop((tx, rx, ch));
     scope.finish();
 }

@@ -320,6 +320,14 @@ impl Ring {
         }
     }
 
+    /// `mark_claim` for a claim of one message of `len` bytes at `start` (and the padding
+    /// before it, if any), without allocating.
+    fn mark_one<M: RingMemory>(&self, mem: &M, start: u64, len: usize) {
+        let (pad, unit) = self.cells.place(start, len);
+        let units = [(start, pad), (start + pad, unit)];
+        self.mark_claim(mem, units.into_iter().filter(|&(_, bytes)| bytes != 0));
+    }
+
     /// The units of a claim of messages of lengths `lens` from `start`: (position, bytes) of
     /// each padding and message unit, in order.
     fn units_of(&self, start: u64, lens: impl Iterator<Item = usize>) -> Vec<(u64, u64)> {
@@ -347,10 +355,8 @@ impl Ring {
         msgs: &[&[u8]],
     ) {
         let c = self.cells;
-        if self.owner != 0 && claim.n == 1 {
-            let (pad, unit) = c.place(claim.start, msgs[0].len());
-            let units = [(claim.start, pad), (claim.start + pad, unit)];
-            self.mark_claim(mem, units.into_iter().filter(|&(_, bytes)| bytes != 0));
+        if claim.n == 1 {
+            self.mark_one(mem, claim.start, msgs[0].len());
         } else if self.owner != 0 {
             self.mark_claim(mem, self.units_of(claim.start, msgs[..claim.n].iter().map(|m| m.len())).into_iter());
         }
@@ -444,7 +450,7 @@ impl Ring {
             return true; // somebody else is at it: look again
         }
         let bytes = self.unit_bytes(u, u64::from(marked & !TAKEN_MSG));
-        self.free_unit(seqs, mem, u, bytes);
+        self.free_unit(mem, seqs, u, bytes);
         if kind == Kind::Taken {
             ctl.lifecycle.reclaimed_takes.fetch_add(u64::from(marked & TAKEN_MSG), Ordering::Relaxed);
         }
@@ -462,7 +468,7 @@ impl Ring {
 
     /// Free the unit of `bytes` at `pos`: zero the first word of each of its other cells and
     /// hand them back, then hand back its first cell.
-    fn free_unit<M: RingMemory>(&self, seqs: &[AtomicU64], mem: &M, pos: u64, bytes: u64) {
+    fn free_unit<M: RingMemory>(&self, mem: &M, seqs: &[AtomicU64], pos: u64, bytes: u64) {
         let c = self.cells;
         let mut p = pos + c.cell;
         while p < pos + bytes {
@@ -572,9 +578,8 @@ impl Ring {
         let mut stuck = Stuck::new();
         loop {
             if let Some(claim) = self.try_claim(ctl, seqs, &[len])? {
-                let (pad, unit) = self.cells.place(claim.start, len);
-                let units = [(claim.start, pad), (claim.start + pad, unit)];
-                self.mark_claim(mem, units.into_iter().filter(|&(_, bytes)| bytes != 0));
+                self.mark_one(mem, claim.start, len);
+                let (pad, _) = self.cells.place(claim.start, len);
                 if pad != 0 {
                     self.commit_unit(mem, seqs, claim.start, record::encode(Kind::Pad, (pad - HDR as u64) as u32));
                     wait::wake_counted(park, &ctl.wake.rx_seq, &ctl.wake.rx_waiters);
@@ -617,8 +622,10 @@ impl Ring {
     /// bytes).
     fn unit_at<M: RingMemory>(&self, mem: &M, pos: u64) -> Result<(Kind, usize, u64), Corrupt> {
         let c = self.cells;
-        // Acquire: a consumer that re-reads the head after this load (to tell a stale header from
-        // a corrupt one, see `try_take`) must not have that read moved before this one.
+        // SYNC(taken-mark): Acquire; pairs with the Release store of a TAKEN marker in
+        // `try_take`. A consumer that re-reads the head after this load (to tell a stale header
+        // from a corrupt one) must not have that read moved before this one, and one that sees
+        // TAKEN then sees the head CAS that preceded it.
         let (kind, len) = record::decode(mem.load_word(c.off(pos), Ordering::Acquire))?;
         let to_end = c.cap - (pos & (c.cap - 1));
         let unit = match kind {
@@ -761,7 +768,7 @@ impl Ring {
                 _ => 0,
             };
             let bytes = self.unit_bytes(p, bytes).min(take.end - p);
-            self.free_unit(seqs, mem, p, bytes);
+            self.free_unit(mem, seqs, p, bytes);
             p += bytes;
         }
         wait::wake_counted(park, &ctl.wake.tx_seq, &ctl.wake.tx_waiters);
