@@ -15,8 +15,9 @@ mod common;
 
 use common::{Outcomes, let_spawned_run_first, model};
 use loom::sync::Arc;
-use loom::sync::atomic::Ordering;
+use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use shmq::loom_api::{Deadline, LoomPark, LoomRing, RingCtl, State, close_channel};
+use shmq::ring::intent::{self, Owners};
 use shmq::ring::memory::RingMemory;
 use shmq::ring::mpsc::{Consumer, Next, PopError, Producer, PushError, Rec};
 use shmq::ring::record::Kind;
@@ -345,4 +346,81 @@ fn unblock_skips_a_dead_producers_claim() {
         assert!(matches!(ch.recv(&mut c), Err(PopError::Closed)), "nothing else was committed");
     });
     outcomes.assert_exactly(&["dead claim first", "survivor first"]);
+}
+
+/// The futex model plus intent words for owner marks 1 and 2 (`intents[mark - 1]`).
+struct IntentPark {
+    futex: LoomPark,
+    intents: [AtomicU64; 2],
+}
+
+impl shmq::wait::Park for IntentPark {
+    fn wait(&self, word: &AtomicU32, expected: u32, deadline: Option<std::time::Instant>) -> shmq::futex::Wake {
+        self.futex.wait(word, expected, deadline)
+    }
+    fn wake_all(&self, word: &AtomicU32) {
+        self.futex.wake_all(word)
+    }
+}
+
+impl Owners for IntentPark {
+    fn intent_word(&self, mark: u16) -> Option<&AtomicU64> {
+        (mark as usize).checked_sub(1).and_then(|i| self.intents.get(i))
+    }
+}
+
+/// A producer (mark 1) is killed between its claim CAS and its CLAIMED marker: its CLAIM
+/// intent says 0 and 16 bytes are claimed, all zeroes. A live producer (mark 2) sends after it,
+/// anywhere in its own claim window while the receiver looks. The receiver, finding zeroes at
+/// the head, asks for the live producers' CLAIM intents (the dead one's no longer counts) and
+/// skips the dead claim with `unblock_unmarked`: exactly its 16 bytes, never the live
+/// producer's claim (zeroes too until it is marked, but its intent says where it starts). The
+/// survivor's message is delivered exactly once.
+#[test]
+fn unmarked_dead_claim_is_skipped_while_a_sender_is_live() {
+    model(|spawned_first| {
+        let ch = Arc::new((
+            Mpsc { ctl: RingCtl::new_active(), mem: LoomRing::new(64), park: LoomPark::new(), cap: 64 },
+            IntentPark { futex: LoomPark::new(), intents: [AtomicU64::new(0), AtomicU64::new(0)] },
+        ));
+        // The dead producer's two writes, in `try_claim`'s order: intent, then the claim CAS.
+        ch.1.intents[0].store(intent::encode(intent::CLAIM, 0), Ordering::Release);
+        ch.0.ctl.producer.tail.compare_exchange(0, 16, Ordering::AcqRel, Ordering::Acquire).unwrap();
+        let survivor = {
+            let ch = ch.clone();
+            loom::thread::spawn(move || {
+                let p = ch.0.producer().with_owner(2);
+                p.send(&ch.0.ctl, &ch.0.mem, &ch.1, &[2], Deadline::Never).unwrap();
+            })
+        };
+        let_spawned_run_first(spawned_first);
+        let (m, park) = (&ch.0, &ch.1);
+        let mut c = m.consumer();
+        let mut skipped = 0;
+        let got = loop {
+            match c.next(&m.ctl, &m.mem, &m.park, Deadline::Now) {
+                Ok(Next::Whole { off, len, next }) => {
+                    let mut buf = vec![0u8; len];
+                    m.mem.read_bytes(off, &mut buf);
+                    c.finish_whole(&m.ctl, &m.mem, &m.park, next, len);
+                    break buf;
+                }
+                Ok(Next::Assembled) => panic!("no fragmented message was sent"),
+                Err(PopError::Empty) => {
+                    // Only the survivor (mark 2) is alive: its intent is all that counts.
+                    let live = || {
+                        let w = park.intents[1].load(Ordering::Acquire);
+                        Some(if intent::kind(w) == intent::CLAIM { vec![w] } else { vec![] })
+                    };
+                    skipped += c.unblock_unmarked(&m.ctl, &m.mem, live).unwrap();
+                    loom::thread::yield_now();
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        };
+        survivor.join().unwrap();
+        assert_eq!(got, [2]);
+        assert_eq!(skipped, 16, "exactly the dead claim");
+        assert_eq!(m.ctl.lifecycle.abandoned_claims.load(Ordering::Relaxed), 1);
+    });
 }

@@ -18,7 +18,10 @@
 //! 1152    128   events         anyone                8 user events (state, seq, waiters; 12 B each)
 //! 1280    128   mutexes        their owners          4 user mutexes (owner word, seq, waiters,
 //!                                                    health; 24 B each)
-//! 1408    2688  reserved       -                     zero; room for later versions
+//! 1408    2048  intents        each attachment       one intent word per peer slot (MPMC: what an
+//!                                                    attachment is about to claim, take or reclaim;
+//!                                                    see ring/intent.rs), slot s in line s % 16
+//! 3456    640   reserved       -                     zero; room for later versions
 //! 4096    cap   ring data      sender / receiver     records (see ring/record.rs), or MPMC cells
 //! 4096+cap 8*N  cell seqs      MPMC only             one sequence word per cell (N = cap/cell)
 //! ```
@@ -37,7 +40,7 @@ pub const HEADER_SIZE: usize = 4096;
 /// `b"SHMQSEG1"` read as a little-endian u64. Stored last, with Release, by the creator.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMQSEG1");
 /// Bumped whenever the layout or the meaning of a field changes.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Channel flavours (the `flavor` word of the identity line). One sender, one receiver.
 pub const FLAVOR_SPSC: u32 = 1;
 /// Many senders, one receiver: Agrona-style claim/commit of variable-length records.
@@ -183,6 +186,33 @@ pub struct MutexLine {
 }
 
 /// The whole header as it sits at offset 0 of a segment.
+/// Intent words are spread over this many lines, so that up to 16 attachments (the slots are
+/// taken lowest first) write their intents on lines of their own.
+pub const INTENT_LINES: usize = 16;
+
+/// One line of intent words: those of slots `i`, `i + 16`, `i + 32`, `i + 48`.
+#[repr(C, align(128))]
+pub struct IntentLine {
+    pub words: [AtomicU64; PEER_SLOTS / INTENT_LINES],
+}
+
+/// One intent word per peer slot, written only by the attachment holding the slot (see
+/// `ring::intent`). Zero means none; a new holder of a slot clears it.
+#[repr(C)]
+pub struct IntentTable {
+    pub lines: [IntentLine; INTENT_LINES],
+}
+
+impl IntentTable {
+    /// The intent word of peer slot `slot` (None past the table).
+    pub fn word(&self, slot: usize) -> Option<&AtomicU64> {
+        if slot >= PEER_SLOTS {
+            return None;
+        }
+        self.lines[slot % INTENT_LINES].words.get(slot / INTENT_LINES)
+    }
+}
+
 #[repr(C)]
 pub struct Header {
     pub identity: Identity,
@@ -190,6 +220,7 @@ pub struct Header {
     pub peers: PeerTable,
     pub events: EventLine,
     pub mutexes: MutexLine,
+    pub intents: IntentTable,
 }
 
 impl RingCtl {
@@ -271,6 +302,8 @@ const _: () = {
     assert!(offset_of!(Header, mutexes) == 10 * LINE);
     assert!(size_of::<EventLine>() == LINE);
     assert!(size_of::<MutexLine>() == LINE);
-    assert!(size_of::<Header>() == 11 * LINE);
+    assert!(offset_of!(Header, intents) == 11 * LINE);
+    assert!(size_of::<IntentLine>() == LINE);
+    assert!(size_of::<Header>() == 27 * LINE);
     assert!(size_of::<Header>() <= HEADER_SIZE);
 };

@@ -98,7 +98,7 @@ impl Channel {
         let ring = ring.with_recovery(crate::peers::owner_mark(slot), RECOVERY_PATIENCE);
         let shared = self.shared.clone();
         let mem = shared.seg.ring();
-        Ok(Sender { inner: Arc::new(Inner { shared, ring, mem, role: Role::Sender }) })
+        Ok(Sender { inner: Arc::new(Inner { shared, ring, mem, role: Role::Sender, slot }) })
     }
 
     /// Attach a receiver (any number, in any processes; clone it to share one attachment
@@ -110,7 +110,7 @@ impl Channel {
         let ring = ring.with_recovery(crate::peers::owner_mark(slot), RECOVERY_PATIENCE);
         let shared = self.shared.clone();
         let mem = shared.seg.ring();
-        Ok(Receiver { inner: Arc::new(Inner { shared, ring, mem, role: Role::Receiver }) })
+        Ok(Receiver { inner: Arc::new(Inner { shared, ring, mem, role: Role::Receiver, slot }) })
     }
 }
 
@@ -120,6 +120,8 @@ struct Inner {
     ring: Ring,
     mem: RawRing,
     role: Role,
+    /// Our peer slot: our markers and intent word are under it; freed on drop.
+    slot: Option<usize>,
 }
 
 impl Inner {
@@ -177,7 +179,7 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.ring.counts.flush(self.counters());
-        if self.shared.detach(self.role) {
+        if self.shared.detach(self.role, self.slot) {
             let _ = match self.role {
                 Role::Sender => lifecycle::close_channel(self.ctl(), &OsPark, State::Draining).map(|_| ()),
                 Role::Receiver => self.close_receiving().map(|_| ()),
@@ -468,7 +470,7 @@ impl SendSlot<'_> {
     pub fn commit_len(mut self, len: usize) -> Result<(), SendError<Vec<u8>>> {
         let r = self.res.take().expect("slot not yet committed");
         let i = &*self.sender.inner;
-        i.ring.commit_reserved(i.ctl(), &i.mem, i.seqs(), &OsPark, r, Some(len.min(r.len)));
+        i.ring.commit_reserved(i.ctl(), &i.mem, i.seqs(), &i.shared.watch(Role::Receiver), r, Some(len.min(r.len)));
         Ok(())
     }
 }
@@ -477,7 +479,7 @@ impl Drop for SendSlot<'_> {
     fn drop(&mut self) {
         if let Some(r) = self.res.take() {
             let i = &*self.sender.inner;
-            i.ring.commit_reserved(i.ctl(), &i.mem, i.seqs(), &OsPark, r, None);
+            i.ring.commit_reserved(i.ctl(), &i.mem, i.seqs(), &i.shared.watch(Role::Receiver), r, None);
         }
     }
 }

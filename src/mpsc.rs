@@ -42,6 +42,7 @@ use crate::error::{
     TrySendError,
 };
 use crate::lifecycle::{self, State};
+use crate::ring::intent;
 use crate::ring::memory::{RawRing, RingMemory};
 use crate::ring::mpsc::{BatchPlan, Consumer, Next, PopError, Producer, PushError, Rec, Reserved};
 use crate::ring::record::{HDR, Kind};
@@ -86,7 +87,7 @@ impl Channel {
                 let prod = prod.with_owner(crate::peers::owner_mark(slot));
                 let ring = shared.seg.ring();
                 let max_message = shared.seg.max_message();
-                Ok(Sender { inner: Arc::new(SenderInner { shared, prod, ring, max_message }) })
+                Ok(Sender { inner: Arc::new(SenderInner { shared, prod, ring, max_message, slot }) })
             }
             Err(c) => {
                 shared.detach_quietly(Role::Sender);
@@ -119,12 +120,14 @@ struct SenderInner {
     prod: Producer,
     ring: RawRing,
     max_message: u64,
+    /// Our peer slot (freed on drop; our CLAIMED markers name it).
+    slot: Option<usize>,
 }
 
 impl Drop for SenderInner {
     fn drop(&mut self) {
         self.prod.flush_counts(self.shared.ctl());
-        self.shared.detach_and_close_if_last(Role::Sender);
+        self.shared.detach_and_close_if_last(Role::Sender, self.slot);
     }
 }
 
@@ -552,7 +555,7 @@ impl Receiver {
     /// Skip a claim at the head that can never be committed: either the channel is closed for
     /// sending (no new claim can start) and no sender is attached (every one that claimed has
     /// either committed or died and been reaped), or the claim's CLAIMED marker names a sender
-    /// whose process is dead.
+    /// whose process is dead, or it is not marked and no live sender intends to claim there.
     fn skip_abandoned(&mut self) -> Result<(), PopError> {
         let ctl = self.shared.ctl();
         if lifecycle::load(&ctl.lifecycle.state)?.is_closed_for_send()
@@ -560,9 +563,15 @@ impl Receiver {
         {
             self.cons.unblock(ctl, &self.ring, &OsPark)?;
         } else {
-            // Live senders remain: skip the claim only if its marker names a claimer that died.
+            // Live senders remain: skip the claim only if its marker names a claimer that died,
+            // or it is not marked and no live sender's intent covers it (DESIGN 4d).
             let h = self.shared.seg.header();
-            self.cons.unblock_owned(ctl, &self.ring, &OsPark, |owner| crate::peers::owner_gone(h, owner))?;
+            let skipped =
+                self.cons.unblock_owned(ctl, &self.ring, &OsPark, |owner| crate::peers::owner_gone(h, owner))?;
+            if skipped == 0 {
+                let claims = |w| intent::kind(w) == intent::CLAIM;
+                self.cons.unblock_unmarked(ctl, &self.ring, || crate::peers::live_intents(h, Role::Sender, &claims))?;
+            }
         }
         Ok(())
     }

@@ -29,7 +29,7 @@ use crate::futex::Wake;
 use crate::layout::Header;
 use crate::process::{Liveness, ProcessId};
 use crate::shared::{Role, Shared};
-use crate::sync::{AtomicU32, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::wait::Park;
 use std::time::{Duration, Instant};
 
@@ -102,6 +102,10 @@ pub(crate) fn register(h: &Header, slot: Slot) -> Option<usize> {
         for (i, word) in h.peers.slots.iter().enumerate() {
             // SYNC(peer-slot): AcqRel CAS; pairs with the CAS that freed the slot.
             if word.compare_exchange(0, ident, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                // A dead holder of the slot may have left its intent: it is ours to write now.
+                if let Some(intent) = h.intents.word(i) {
+                    intent.store(0, Ordering::Release);
+                }
                 return Some(i);
             }
         }
@@ -147,10 +151,56 @@ pub(crate) fn owner_gone(h: &Header, mark: u16) -> bool {
     }
 }
 
-/// Free our slot of kind `slot` (an attachment or handle going away). Our slots of one kind are
-/// indistinguishable, so any with our identity and that kind will do.
-pub(crate) fn unregister(h: &Header, slot: Slot) {
+/// Whether an attachment of `role` that may be alive has an intent word (`ring::intent`) for
+/// which `covers` holds. Also true when that cannot be told (see [`live_intents`]).
+pub(crate) fn intent_live(h: &Header, role: Role, covers: &dyn Fn(u64) -> bool) -> bool {
+    live_intents(h, role, covers).is_none_or(|found| !found.is_empty())
+}
+
+/// The intent words of attachments of `role` that may be alive and for which `want` holds, or
+/// None when that cannot be told: an attachment of `role` without a slot (the count exceeds the
+/// slots: the table was full, or one is between attaching and taking its slot) publishes no
+/// intent and could be about to do anything. A process whose liveness `/proc` cannot tell counts
+/// as alive. A dead attachment not reaped yet still holds its slot; its intent does not count.
+pub(crate) fn live_intents(h: &Header, role: Role, want: &dyn Fn(u64) -> bool) -> Option<Vec<u64>> {
+    let count = match role {
+        Role::Sender => &h.ctl.lifecycle.senders,
+        Role::Receiver => &h.ctl.lifecycle.receivers,
+    }
+    .load(Ordering::Acquire);
+    let mut slots = 0u32;
+    let mut found = Vec::new();
+    for (i, word) in h.peers.slots.iter().enumerate() {
+        // SYNC(peer-slot): Acquire, as in `reap`.
+        let w = word.load(Ordering::Acquire);
+        // A free slot (0) or a corrupt one does not unpack to an attachment.
+        let Ok((id, Slot::Attached(r))) = unpack(w) else { continue };
+        if r != role {
+            continue;
+        }
+        slots += 1;
+        // SYNC(intent): Acquire; pairs with the holder's Release writes (ring/intent.rs). The
+        // caller read the claim, take or reclaim CAS's result before, so it sees that intent or
+        // a later value.
+        let intent = h.intents.word(i).map_or(0, |x| x.load(Ordering::Acquire));
+        if intent != 0 && want(intent) && id.liveness() != Liveness::Dead {
+            found.push(intent);
+        }
+    }
+    (count <= slots).then_some(found)
+}
+
+/// Free our slot of kind `slot` (an attachment or handle going away): the one at `index` (the
+/// slot `register` gave it: another attachment of ours in this process may own markers and an
+/// intent under its own slot, which must stay taken), or, without an index, any with our
+/// identity and that kind (a handle, or a role only one attachment can hold).
+pub(crate) fn unregister(h: &Header, slot: Slot, index: Option<usize>) {
     let Some(ident) = my_ident(slot) else { return };
+    if let Some(word) = index.and_then(|i| h.peers.slots.get(i))
+        && word.compare_exchange(ident, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    {
+        return;
+    }
     for word in &h.peers.slots {
         if word.load(Ordering::Relaxed) == ident
             && word.compare_exchange(ident, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
@@ -337,10 +387,24 @@ impl Park for WatchPark<'_> {
     }
 }
 
-impl crate::ring::mpmc::Owners for WatchPark<'_> {
+impl crate::ring::intent::Owners for WatchPark<'_> {
     fn owner_gone(&self, mark: u16) -> bool {
         owner_gone(self.shared.seg.header(), mark)
     }
+
+    fn intent_word(&self, mark: u16) -> Option<&AtomicU64> {
+        intent_word(self.shared.seg.header(), mark)
+    }
+
+    fn intent_live(&self, senders: bool, covers: &dyn Fn(u64) -> bool) -> bool {
+        let role = if senders { Role::Sender } else { Role::Receiver };
+        intent_live(self.shared.seg.header(), role, covers)
+    }
+}
+
+/// The intent word of the attachment with owner mark `mark` (its slot's; None for mark 0).
+pub(crate) fn intent_word(h: &Header, mark: u16) -> Option<&AtomicU64> {
+    ((mark & 0x7f) as usize).checked_sub(1).and_then(|slot| h.intents.word(slot))
 }
 
 #[cfg(all(test, not(shmq_loom)))]

@@ -102,9 +102,10 @@ impl Shared {
         Ok(crate::peers::register(self.seg.header(), crate::peers::Slot::Attached(role)))
     }
 
-    /// Remove one attachment of `role` of this process; true if it was the last one.
-    pub(crate) fn detach(&self, role: Role) -> bool {
-        crate::peers::unregister(self.seg.header(), crate::peers::Slot::Attached(role));
+    /// Remove one attachment of `role` of this process (holding peer slot `slot`, as `attach`
+    /// returned it); true if it was the last one.
+    pub(crate) fn detach(&self, role: Role, slot: Option<usize>) -> bool {
+        crate::peers::unregister(self.seg.header(), crate::peers::Slot::Attached(role), slot);
         self.count_down(role)
     }
 
@@ -117,13 +118,13 @@ impl Shared {
 
     /// `detach` when the caller closes the channel anyway (SPSC) or never used the role.
     pub(crate) fn detach_quietly(&self, role: Role) {
-        let _ = self.detach(role);
+        let _ = self.detach(role, None);
     }
 
     /// Multi-handle flavours: the last sender gone closes for sending (DRAINING, the receivers
     /// drain the backlog); the last receiver gone closes for receiving (CLOSING, sends refused).
-    pub(crate) fn detach_and_close_if_last(&self, role: Role) {
-        if self.detach(role) {
+    pub(crate) fn detach_and_close_if_last(&self, role: Role, slot: Option<usize>) {
+        if self.detach(role, slot) {
             close_for(self.ctl(), role);
         }
     }
@@ -177,7 +178,7 @@ fn close_for(ctl: &RingCtl, role: Role) {
 impl Drop for Shared {
     fn drop(&mut self) {
         crate::watcher::unwatch(&self.seg);
-        crate::peers::unregister(self.seg.header(), crate::peers::Slot::Handle);
+        crate::peers::unregister(self.seg.header(), crate::peers::Slot::Handle, None);
         // Handles of processes that died count no more: the last live handle removes the name.
         let _ = crate::peers::reap(self.seg.header(), None);
         let ctl = self.seg.ctl();

@@ -21,6 +21,10 @@ pub trait Park {
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct OsPark;
 
+/// No peer table behind it: the defaults (nobody gone, no intents).
+#[cfg(not(shmq_loom))]
+impl crate::ring::intent::Owners for OsPark {}
+
 #[cfg(not(shmq_loom))]
 impl Park for OsPark {
     #[inline]
@@ -60,6 +64,10 @@ impl LoomPark {
         wakes.iter().find(|(k, _)| *k == key).map_or(0, |(_, g)| *g)
     }
 }
+
+/// No peer table behind it: the defaults (nobody gone, no intents).
+#[cfg(shmq_loom)]
+impl crate::ring::intent::Owners for LoomPark {}
 
 #[cfg(shmq_loom)]
 impl Park for LoomPark {

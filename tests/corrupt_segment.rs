@@ -118,14 +118,15 @@ fn bad_magic_is_corrupt() {
 fn wrong_layout_version_is_version_mismatch() {
     let scope = Scope::new("f-version");
     let (name, path) = segment(&scope, "v");
-    // Version 1 is the layout before ownership markers (MPMC crash recovery); 2 is current.
-    for found in [1u32, 3, 0, u32::MAX] {
+    // Version 1 is the layout before ownership markers (MPMC crash recovery), 2 the one before
+    // intent words; 3 is current.
+    for found in [1u32, 2, 4, 0, u32::MAX] {
         poke_u32(&path, OFF_VERSION, found);
         match open_err(&name) {
-            SegmentError::VersionMismatch { found: f, expected: 2 } => assert_eq!(f, found),
+            SegmentError::VersionMismatch { found: f, expected: 3 } => assert_eq!(f, found),
             other => panic!("version {found}: {other:?}"),
         }
-        assert!(matches!(from_fd_err(&path), SegmentError::VersionMismatch { found: f, expected: 2 } if f == found));
+        assert!(matches!(from_fd_err(&path), SegmentError::VersionMismatch { found: f, expected: 3 } if f == found));
     }
     scope.finish();
 }

@@ -79,10 +79,19 @@ fn proc_state(pid: u32) -> Option<char> {
     stat[stat.rfind(')')? + 1..].split_ascii_whitespace().next()?.chars().next()
 }
 
-/// Wait (up to 10 s) until process `pid` is a zombie: killed, not yet reaped.
+/// Field 20 of `/proc/PID/stat`: the threads still in the process.
+fn proc_threads(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command: 3 (state) is the first, so field 20 is the 18th.
+    stat[stat.rfind(')')? + 1..].split_ascii_whitespace().nth(17)?.parse().ok()
+}
+
+/// Wait (up to 10 s) until process `pid` is a zombie: killed, not yet reaped. Right after a
+/// SIGKILL the leader can show `Z` while its other threads are still exiting (then it counts as
+/// alive, like a leader that called `pthread_exit`): wait until it is the last one.
 fn wait_for_zombie(pid: u32) {
     let t0 = Instant::now();
-    while proc_state(pid) != Some('Z') {
+    while proc_state(pid) != Some('Z') || proc_threads(pid) != Some(1) {
         assert!(t0.elapsed() < Duration::from_secs(10), "pid {pid} did not become a zombie: {:?}", proc_state(pid));
         std::thread::sleep(Duration::from_millis(1));
     }

@@ -23,9 +23,6 @@ pub trait RingMemory {
     fn load_word(&self, off: usize, order: Ordering) -> u64;
     /// Atomically store the aligned word at `off`.
     fn store_word(&self, off: usize, v: u64, order: Ordering);
-    /// Atomically replace the aligned word at `off` by `new` if it is `current` (AcqRel on
-    /// success): MPMC survivors race for a dead consumer's unit this way.
-    fn cas_word(&self, off: usize, current: u64, new: u64) -> Result<u64, u64>;
     /// Zero `off..off + len` (8-aligned): MPSC consumers wipe what they consumed, so a header
     /// word reads 0 until a producer claims it.
     fn zero(&self, off: usize, len: usize);
@@ -121,10 +118,6 @@ impl RingMemory for RawRing {
         self.atomic_at(off).store(v, order)
     }
     #[inline]
-    fn cas_word(&self, off: usize, current: u64, new: u64) -> Result<u64, u64> {
-        self.atomic_at(off).compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
-    }
-    #[inline]
     fn zero(&self, off: usize, len: usize) {
         let p = self.ptr_at(off, len);
         // SAFETY: in bounds (ptr_at checks); the range was consumed and is not yet released to
@@ -204,10 +197,6 @@ impl RingMemory for LoomRing {
     fn store_word(&self, off: usize, v: u64, order: Ordering) {
         check(off, 8, self.cells.len());
         self.words[off / 8].store(v, order)
-    }
-    fn cas_word(&self, off: usize, current: u64, new: u64) -> Result<u64, u64> {
-        check(off, 8, self.cells.len());
-        self.words[off / 8].compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
     }
     fn zero(&self, off: usize, len: usize) {
         self.write_bytes(off, &vec![0; len]);

@@ -1,5 +1,6 @@
 //! Ring protocols. One module per flavour; `record` and `memory` are shared by all.
 
+pub mod intent;
 pub mod memory;
 pub mod mpmc;
 pub mod mpsc;

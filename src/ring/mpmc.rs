@@ -32,6 +32,7 @@ use crate::error::Corrupt;
 use crate::futex::Wake;
 use crate::layout::{POS_MASK, RingCtl, TAIL_CLOSED, TAIL_RX_WAITING};
 use crate::lifecycle::{self, State};
+use crate::ring::intent::{self, Held};
 use crate::ring::memory::RingMemory;
 use crate::ring::record::{self, HDR, Kind};
 pub use crate::ring::spsc::{PopError, PushError};
@@ -39,15 +40,14 @@ use crate::sync::{AtomicU64, Ordering};
 use crate::wait::{self, Deadline, Park, Spinner};
 use std::time::Duration;
 
-/// Who tells a ring whether the owner of a marker is gone (`peers::owner_gone` over the
-/// segment's peer table, in the parks of blocking calls).
-pub trait Owners {
-    /// Whether the attachment with owner mark `mark` is gone for sure (dead or reaped).
-    fn owner_gone(&self, mark: u16) -> bool;
-}
+pub use crate::ring::intent::Owners;
 
 /// Sequence word offset of a unit abandoned by a dead producer (`pos + 2`).
 const ABANDONED: u64 = 2;
+/// Sequence word offsets `pos + 3 ..` of a unit's first cell while a producer frees the unit
+/// for a consumer that died holding it: 3 for the first reclaimer, one more for each that
+/// replaces a reclaimer that died too (at most `cell - 4` replacements).
+const RECLAIMING: u64 = 3;
 /// Bit 0 of a TAKEN marker's length (unit sizes are multiples of the cell): the unit held a
 /// message (not padding).
 const TAKEN_MSG: u32 = 1;
@@ -245,10 +245,26 @@ impl Ring {
 
     // ---- producer side -------------------------------------------------------------------
 
-    /// Claim room for the longest prefix of `lens` that fits now (at least one message), or
-    /// `Ok(None)` if not even the first fits.
-    fn try_claim(&self, ctl: &RingCtl, seqs: &[AtomicU64], lens: &[usize]) -> Result<Option<Claim>, PushError> {
+    /// Our intent word, if we take part in recovery and have a slot.
+    fn intent_word<'p, P: Owners>(&self, park: &'p P) -> Option<&'p AtomicU64> {
+        if self.patience.is_none() || self.owner == 0 { None } else { park.intent_word(self.owner) }
+    }
+
+    /// Claim room for the longest prefix of `lens` that fits now (at least one message) and
+    /// mark its units CLAIMED, or `Ok(None)` if not even the first fits. Our CLAIM intent is
+    /// published before the CAS and stays held (the returned `Held`) while the caller writes
+    /// and commits, so that no survivor mistakes a live claim that is not marked yet, or a unit
+    /// between its header store and its commit, for a dead producer's (DESIGN 4d).
+    fn try_claim<'p, M: RingMemory, P: Owners>(
+        &self,
+        ctl: &RingCtl,
+        mem: &M,
+        seqs: &[AtomicU64],
+        park: &'p P,
+        lens: &[usize],
+    ) -> Result<Option<(Claim, Held<'p>)>, PushError> {
         let c = self.cells;
+        let mut held: Option<Held<'p>> = None;
         let mut raw = ctl.producer.tail.load(Ordering::Acquire);
         let mut stale = 0u32;
         'retry: loop {
@@ -295,10 +311,24 @@ impl Ring {
             if n == 0 {
                 return Ok(None);
             }
+            // SYNC(intent): published before the CAS, whose Release carries it.
+            let mine = intent::encode(intent::CLAIM, start);
+            match &held {
+                Some(h) => h.set(mine),
+                None => held = Some(Held::hold(self.intent_word(park), mine)),
+            }
             // SYNC(claim): AcqRel CAS on the tail word; fails if another producer claimed first
             // or a closer set TAIL_CLOSED: claims and closes are totally ordered (SYNC(closed-bit)).
             match ctl.producer.tail.compare_exchange(raw, raw + (pos - start), Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Ok(Some(Claim { start, n, extent: pos - start })),
+                Ok(_) => {
+                    if n == 1 {
+                        self.mark_one(mem, start, lens[0]);
+                    } else if self.owner != 0 {
+                        self.mark_claim(mem, self.units_of(start, lens[..n].iter().copied()).into_iter());
+                    }
+                    let held = held.take().expect("held before the CAS");
+                    return Ok(Some((Claim { start, n, extent: pos - start }, held)));
+                }
                 Err(actual) => raw = actual,
             }
         }
@@ -355,11 +385,6 @@ impl Ring {
         msgs: &[&[u8]],
     ) {
         let c = self.cells;
-        if claim.n == 1 {
-            self.mark_one(mem, claim.start, msgs[0].len());
-        } else if self.owner != 0 {
-            self.mark_claim(mem, self.units_of(claim.start, msgs[..claim.n].iter().map(|m| m.len())).into_iter());
-        }
         let mut pos = claim.start;
         let mut bytes = 0u64;
         for m in &msgs[..claim.n] {
@@ -380,7 +405,10 @@ impl Ring {
 
     /// Write a unit's header and publish it.
     fn commit_unit<M: RingMemory>(&self, mem: &M, seqs: &[AtomicU64], pos: u64, header: u64) {
-        mem.store_word(self.cells.off(pos), header, Ordering::Relaxed);
+        // SYNC(header): Release; pairs with the Acquire header load in `recover_claim`: a
+        // survivor that finds this header with the commit not stored (we died in between) sees
+        // the payload, and may store the commit for us.
+        mem.store_word(self.cells.off(pos), header, Ordering::Release);
         // SYNC(cell-commit): Release; pairs with the consumer's Acquire load of the first cell's
         // sequence in `look`: who sees `pos + 1` sees the header and the payload.
         self.seq(seqs, pos).store(pos + 1, Ordering::Release);
@@ -389,6 +417,15 @@ impl Ring {
     /// Blocked for room: if the unit in our way was taken by a consumer that is gone, and we
     /// have been stuck for `patience`, free it (the message it held is lost with that consumer
     /// and counted in `reclaimed_takes`). Returns whether a unit was freed (then try again).
+    ///
+    /// The taker is gone if its TAKEN marker names a gone owner, or, with no marker yet, if no
+    /// live consumer's TAKE intent covers the unit (it was killed between its take CAS and its
+    /// markers). One CAS of the unit's first sequence word (committed or abandoned → `u + 3`)
+    /// makes us its only reclaimer: positions never repeat, so it cannot succeed on a later lap.
+    /// Our RECLAIM intent, published before that CAS, says we are at it; a producer that finds
+    /// the word reclaiming with no live RECLAIM intent for it replaces the dead reclaimer by the
+    /// same CAS (one more). Freeing is the same stores whoever does it, and nobody can reuse
+    /// the unit's cells before its first cell is free (the last store).
     fn recover_take<M: RingMemory, P: Park + Owners>(
         &self,
         ctl: &RingCtl,
@@ -409,8 +446,8 @@ impl Ring {
         let pos = raw_tail & POS_MASK;
         let (pad, unit) = c.place(pos, len);
         // The first cell in our way holds an earlier lap. It is the first cell of a unit: a
-        // unit's other cells are released before its first (`free`), and no claim can pass a
-        // cell that is not free.
+        // unit's other cells are released before its first (`free_unit`), and no claim can pass
+        // a cell that is not free.
         let mut p = pos;
         let (p, s) = loop {
             if p >= pos + pad + unit {
@@ -425,37 +462,69 @@ impl Ring {
             }
         };
         let Some(u) = p.checked_sub(c.cap) else { return false };
-        // Committed (or abandoned) in the previous lap: taken, or still waiting to be taken.
-        if s != u + 1 && s != u + ABANDONED {
-            return false;
-        }
-        if !stuck.long_enough(self.patience) {
+        // Committed or abandoned in the previous lap, or being reclaimed.
+        let step = match s.checked_sub(u) {
+            Some(1 | ABANDONED) => false,
+            Some(k) if (RECLAIMING..c.cell).contains(&k) => true,
+            _ => return false,
+        };
+        // SYNC(take): Acquire; a unit at or past the head was not taken: its consumer is just
+        // slow. Past the head, the taker's CAS (and the TAKE intent before it) is visible.
+        if ctl.consumer.head.load(Ordering::Acquire) <= u || !stuck.long_enough(self.patience) {
             return false;
         }
         let off = c.off(u);
-        // Relaxed: the marker is one word and nothing else is read through it; the CAS below
-        // decides.
-        let raw = mem.load_word(off, Ordering::Relaxed);
-        let Ok((kind @ (Kind::Taken | Kind::Recovering), marked)) = record::decode(raw) else {
-            return false; // not taken yet, or taken and not marked yet (see DESIGN 4d)
-        };
-        let owner = record::claim_owner(raw);
-        if owner == 0 || !park.owner_gone(owner) {
-            return false;
+        if step {
+            // Being reclaimed: wait while the reclaimer lives; past the last replacement the
+            // unit stays where it is (DESIGN 4d).
+            if park.intent_live(true, &|w| w == intent::encode(intent::RECLAIM, u)) || s + 1 >= u + c.cell {
+                return false;
+            }
+        } else {
+            // Relaxed would do for the marker (one word); Acquire orders the intent loads below.
+            let raw = mem.load_word(off, Ordering::Acquire);
+            if matches!(record::decode(raw), Ok((Kind::Taken, _))) {
+                let owner = record::claim_owner(raw);
+                if owner == 0 || !park.owner_gone(owner) {
+                    return false;
+                }
+            } else if park.intent_live(false, &|w| intent::covers(w, intent::TAKE, u))
+                // SYNC(intent): a taker that cleared its intent has marked the unit TAKEN.
+                || mem.load_word(off, Ordering::Acquire) != raw
+            {
+                return false;
+            }
         }
-        // Exactly one survivor frees the unit: the one whose CAS makes it RECOVERING. (A
-        // RECOVERING survivor that died in the middle is replaced the same way.)
-        let mine = record::encode_owned(Kind::Recovering, marked, self.owner);
-        if mem.cas_word(off, raw, mine).is_err() {
+        let next = if step { s + 1 } else { u + RECLAIMING };
+        let _held = Held::hold(self.intent_word(park), intent::encode(intent::RECLAIM, u));
+        // SYNC(reclaim): AcqRel CAS of the first sequence word: exactly one reclaimer at a time;
+        // a replacement's CAS acquires what the one before it did.
+        if self.seq(seqs, u).compare_exchange(s, next, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             return true; // somebody else is at it: look again
         }
-        let bytes = self.unit_bytes(u, u64::from(marked & !TAKEN_MSG));
-        self.free_unit(mem, seqs, u, bytes);
-        if kind == Kind::Taken {
-            ctl.lifecycle.reclaimed_takes.fetch_add(u64::from(marked & TAKEN_MSG), Ordering::Relaxed);
+        // The header is final now (its taker is gone, reclaimers do not write it).
+        let (bytes, msg) = self.reclaimed_unit(mem.load_word(off, Ordering::Acquire), u);
+        if !step && msg {
+            ctl.lifecycle.reclaimed_takes.fetch_add(1, Ordering::Relaxed);
         }
+        self.free_unit(mem, seqs, u, bytes);
         wait::wake_counted(park, &ctl.wake.tx_seq, &ctl.wake.tx_waiters);
         true
+    }
+
+    /// The size of a unit being reclaimed at `pos` and whether it held a message, from its
+    /// header: its taker's TAKEN marker, or (not marked) the committed header, or (abandoned)
+    /// the dead producer's CLAIMED marker or nothing (one cell), as the consumer took it.
+    fn reclaimed_unit(&self, raw: u64, pos: u64) -> (u64, bool) {
+        let c = self.cells;
+        let (bytes, msg) = match record::decode(raw) {
+            Ok((Kind::Taken, marked)) => (u64::from(marked & !TAKEN_MSG), marked & TAKEN_MSG != 0),
+            Ok((Kind::Whole, len)) if len as usize <= self.max_message => (c.unit(len as usize), true),
+            Ok((Kind::Pad, len)) => (HDR as u64 + u64::from(len), false),
+            Ok((Kind::Claimed, bytes)) => (u64::from(bytes), false),
+            _ => (0, false),
+        };
+        (self.unit_bytes(pos, bytes), msg)
     }
 
     /// A unit size read from a marker at `pos`, checked: a multiple of the cell that fits before
@@ -467,7 +536,7 @@ impl Ring {
     }
 
     /// Free the unit of `bytes` at `pos`: zero the first word of each of its other cells and
-    /// hand them back, then hand back its first cell.
+    /// hand them back, then zero its first word and hand back its first cell.
     fn free_unit<M: RingMemory>(&self, mem: &M, seqs: &[AtomicU64], pos: u64, bytes: u64) {
         let c = self.cells;
         let mut p = pos + c.cell;
@@ -478,6 +547,11 @@ impl Ring {
             self.seq(seqs, p).store(p + c.cap, Ordering::Release);
             p += c.cell;
         }
+        // Its first word too, so that a free cell's first word is always 0 and a claim not
+        // marked yet reads 0 (not a stale marker that could pass for this lap's). SYNC(taken-mark):
+        // Release, as a TAKEN marker: a consumer with a stale head that reads this 0 sees the head
+        // moved.
+        mem.store_word(c.off(pos), 0, Ordering::Release);
         // SYNC(cell-release): as above; the first cell last, so that a unit whose first cell is
         // free is free as a whole (what `recover_take` relies on).
         self.seq(seqs, pos).store(pos + c.cap, Ordering::Release);
@@ -552,8 +626,9 @@ impl Ring {
         let mut spinner = Spinner::new(self.spin);
         let mut stuck = Stuck::new();
         loop {
-            if let Some(claim) = self.try_claim(ctl, seqs, lens)? {
+            if let Some((claim, held)) = self.try_claim(ctl, mem, seqs, park, lens)? {
                 self.write_claim(ctl, mem, seqs, park, claim, msgs);
+                drop(held); // every unit is committed
                 return Ok(claim.n);
             }
             if self.recover_take(ctl, mem, seqs, park, lens[0], &mut stuck) {
@@ -577,13 +652,14 @@ impl Ring {
         let mut spinner = Spinner::new(self.spin);
         let mut stuck = Stuck::new();
         loop {
-            if let Some(claim) = self.try_claim(ctl, seqs, &[len])? {
-                self.mark_one(mem, claim.start, len);
+            if let Some((claim, held)) = self.try_claim(ctl, mem, seqs, park, &[len])? {
                 let (pad, _) = self.cells.place(claim.start, len);
                 if pad != 0 {
                     self.commit_unit(mem, seqs, claim.start, record::encode(Kind::Pad, (pad - HDR as u64) as u32));
                     wait::wake_counted(park, &ctl.wake.rx_seq, &ctl.wake.rx_waiters);
                 }
+                // The message unit is marked CLAIMED: the marker speaks for it from here on.
+                drop(held);
                 let pos = claim.start + pad;
                 return Ok(Reserved { claim, pos, off: self.cells.off(pos) + HDR, len });
             }
@@ -595,7 +671,7 @@ impl Ring {
     }
 
     /// Commit a reservation as a message of `used <= r.len` bytes, or as padding (`None`).
-    pub fn commit_reserved<M: RingMemory, P: Park>(
+    pub fn commit_reserved<M: RingMemory, P: Park + Owners>(
         &self,
         ctl: &RingCtl,
         mem: &M,
@@ -609,7 +685,12 @@ impl Ring {
             Some(u) => record::encode(Kind::Whole, u.min(r.len) as u32),
             None => record::encode(Kind::Pad, (self.cells.unit(r.len) - HDR as u64) as u32),
         };
-        self.commit_unit(mem, seqs, r.pos, header);
+        {
+            // Our CLAIM intent again while the header replaces our CLAIMED marker and the
+            // commit is not stored yet (see `try_claim`).
+            let _held = Held::hold(self.intent_word(park), intent::encode(intent::CLAIM, r.pos));
+            self.commit_unit(mem, seqs, r.pos, header);
+        }
         wait::wake_counted(park, &ctl.wake.rx_seq, &ctl.wake.rx_waiters);
         if let Some(u) = used {
             self.counts.add(1, u.min(r.len) as u64, sent(ctl));
@@ -653,14 +734,18 @@ impl Ring {
         Ok((Kind::Pad, 0, self.unit_bytes(pos, bytes)))
     }
 
-    /// Take up to `max` messages (padding units are taken along and skipped) with one head CAS.
-    fn try_take<M: RingMemory>(
+    /// Take up to `max` messages (padding units are taken along and skipped) with one head CAS,
+    /// and mark them TAKEN. Our TAKE intent is published before the CAS and cleared once the
+    /// units are marked, so no producer frees a take of ours that is not marked yet (DESIGN 4d).
+    fn try_take<M: RingMemory, P: Owners>(
         &self,
         ctl: &RingCtl,
         mem: &M,
         seqs: &[AtomicU64],
+        park: &P,
         max: usize,
     ) -> Result<Result<Take, Empty>, Corrupt> {
+        let mut held: Option<Held<'_>> = None;
         let mut head = ctl.consumer.head.load(Ordering::Acquire);
         loop {
             if head > POS_MASK || head % self.cells.cell != 0 {
@@ -716,6 +801,12 @@ impl Ring {
                     continue;
                 }
                 return Ok(Err(Empty { raw_tail }));
+            }
+            // SYNC(intent): published before the CAS, whose Release carries it.
+            let mine = intent::encode(intent::TAKE, head);
+            match &held {
+                Some(h) => h.set(mine),
+                None => held = Some(Held::hold(self.intent_word(park), mine)),
             }
             // SYNC(take): AcqRel CAS on the head: exactly one consumer takes these units.
             match ctl.consumer.head.compare_exchange(head, pos, Ordering::AcqRel, Ordering::Acquire) {
@@ -793,7 +884,7 @@ impl Ring {
                 self.discard(ctl, mem, seqs, park, state, deadline)?;
                 return Err(PopError::Closed);
             }
-            match self.try_take(ctl, mem, seqs, max.max(1))? {
+            match self.try_take(ctl, mem, seqs, park, max.max(1))? {
                 Ok(take) if take.msgs.is_empty() => self.free(ctl, mem, seqs, park, &take),
                 Ok(take) => return Ok(take),
                 Err(Empty { raw_tail }) => {
@@ -828,11 +919,14 @@ impl Ring {
         }
     }
 
-    /// The unit at the head was claimed by a producer that is gone (its CLAIMED marker names
-    /// it), and we have been stuck behind it for `patience`: abandon it (its sequence word
-    /// `head` → `head + 2`, one CAS, so that several consumers cannot both do it and a late
-    /// one fails once the cell moved on), and the consumers skip it as padding of the size the
-    /// marker gives. Returns whether the unit is abandoned now.
+    /// The unit at the head was claimed by a producer that is gone, and we have been stuck
+    /// behind it for `patience`: abandon it (its sequence word `head` → `head + 2`, one CAS, so
+    /// that several consumers cannot both do it and a late one fails once the cell moved on),
+    /// and the consumers skip it as padding of the size its CLAIMED marker gives. The claimer is
+    /// gone if its marker names a gone owner, or, with no marker, if no live producer's CLAIM
+    /// intent covers the cell (it was killed between its claim CAS and its markers; then one
+    /// cell is abandoned, and the next is looked at the same way). Returns whether the unit is
+    /// abandoned now.
     #[allow(clippy::too_many_arguments)]
     fn recover_claim<M: RingMemory, P: Park + Owners>(
         &self,
@@ -851,14 +945,37 @@ impl Ring {
         if seq.load(Ordering::Acquire) != head || !stuck.long_enough(self.patience) {
             return false;
         }
-        // Relaxed: one word; the CAS below decides. A CLAIMED marker at a cell whose sequence
-        // word reads `head` was written by this lap's claimer: releasing leaves no CLAIMED
-        // behind (first cells become TAKEN, the others are zeroed).
-        let raw = mem.load_word(self.cells.off(head), Ordering::Relaxed);
-        let owner = record::claim_owner(raw);
-        if !matches!(record::decode(raw), Ok((Kind::Claimed, _))) || owner == 0 || !park.owner_gone(owner) {
+        // A CLAIMED marker at a cell whose sequence word reads `head` was written by this lap's
+        // claimer: releasing zeroes a cell's first word. Acquire orders the intent loads below.
+        let off = self.cells.off(head);
+        // SYNC(header): Acquire; pairs with the Release header store in `commit_unit`.
+        let raw = mem.load_word(off, Ordering::Acquire);
+        if matches!(record::decode(raw), Ok((Kind::Claimed, _))) {
+            let owner = record::claim_owner(raw);
+            if owner == 0 || !park.owner_gone(owner) {
+                return false;
+            }
+            return self.abandon(ctl, seq, park, head);
+        }
+        // Not marked (0), or already a unit header: a producer holds its CLAIM intent until it
+        // has marked its claim, and again from a unit's header store to its commit.
+        if park.intent_live(true, &|w| intent::covers(w, intent::CLAIM, head))
+            // SYNC(intent): one who cleared its intent has marked its claim or committed.
+            || mem.load_word(off, Ordering::Acquire) != raw
+        {
             return false;
         }
+        if self.unit_at(mem, head).is_ok() {
+            // Its producer died between writing this unit's header (after the payload) and
+            // storing its commit: the message is whole, so commit it for them (one CAS: a late
+            // one fails once the cell moved on) rather than lose it.
+            // SYNC(cell-commit): AcqRel, as the producer's own commit would have been.
+            let _ = seq.compare_exchange(head, head + 1, Ordering::AcqRel, Ordering::Relaxed);
+            wait::wake_counted(park, &ctl.wake.rx_seq, &ctl.wake.rx_waiters);
+            return true;
+        }
+        // Claimed and killed before marking: nothing was written there (payload comes after
+        // the markers), so abandon one cell and look at the next the same way.
         self.abandon(ctl, seq, park, head)
     }
 
@@ -923,7 +1040,7 @@ impl Ring {
 
     /// CLOSING: take and count everything committed up to the final tail; claims in flight
     /// (accepted before the close) are waited for until `deadline`. Then CLOSED.
-    fn discard<M: RingMemory, P: Park>(
+    fn discard<M: RingMemory, P: Park + Owners>(
         &self,
         ctl: &RingCtl,
         mem: &M,
@@ -935,7 +1052,7 @@ impl Ring {
         lifecycle::ensure_closed_bit(ctl, state);
         let mut spinner = Spinner::new(self.spin);
         loop {
-            match self.try_take(ctl, mem, seqs, usize::MAX)? {
+            match self.try_take(ctl, mem, seqs, park, usize::MAX)? {
                 Ok(take) => {
                     let (m, b) = (take.msgs.len() as u64, take.msgs.iter().map(|t| t.len as u64).sum::<u64>());
                     self.free(ctl, mem, seqs, park, &take);

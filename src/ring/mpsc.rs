@@ -31,6 +31,7 @@ use crate::error::Corrupt;
 use crate::futex::Wake;
 use crate::layout::{HEAD_TX_WAITING, POS_MASK, RingCtl, TAIL_CLOSED, TAIL_RX_WAITING};
 use crate::lifecycle::{self, State};
+use crate::ring::intent::{self, Held, Owners};
 use crate::ring::memory::RingMemory;
 use crate::ring::record::{self, HDR, Kind};
 pub use crate::ring::spsc::{Next, PopError, PushError};
@@ -183,8 +184,17 @@ impl Producer {
     }
 
     /// Claim room for the longest prefix of `lens` (record payload lengths, at least one) that
-    /// fits now. `Ok(None)`: not even the first fits.
-    fn try_claim(&self, ctl: &RingCtl, lens: &[usize]) -> Result<Option<Claim>, PushError> {
+    /// fits now. `Ok(None)`: not even the first fits. Our CLAIM intent is published before the
+    /// CAS; the caller drops the returned `Held` once the CLAIMED marker is stored, so that a
+    /// receiver never mistakes a live claim that is not marked yet for a dead producer's
+    /// (DESIGN 4d).
+    fn try_claim<'p, P: Owners>(
+        &self,
+        ctl: &RingCtl,
+        park: &'p P,
+        lens: &[usize],
+    ) -> Result<Option<(Claim, Held<'p>)>, PushError> {
+        let mut held: Option<Held<'p>> = None;
         // SYNC(claim): Relaxed is enough for the load; the CAS below decides.
         let mut raw = ctl.producer.tail.load(Ordering::Relaxed);
         loop {
@@ -228,11 +238,20 @@ impl Producer {
             if n == 0 {
                 return Ok(None);
             }
+            // SYNC(intent): published before the CAS, whose Release carries it.
+            let mine = intent::encode(intent::CLAIM, tail);
+            match &held {
+                Some(h) => h.set(mine),
+                None => held = Some(Held::hold(self.intent_word(park), mine)),
+            }
             // SYNC(claim): AcqRel CAS on the tail word. It fails if another producer claimed
             // first (retry with its tail) or a closer set TAIL_CLOSED (SYNC(closed-bit)): a claim
             // and a close are totally ordered, so no claim starts after the close.
             match ctl.producer.tail.compare_exchange(raw, raw + extent, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => return Ok(Some(Claim { start: tail, n, extent })),
+                Ok(_) => {
+                    let held = held.take().expect("held before the CAS");
+                    return Ok(Some((Claim { start: tail, n, extent }, held)));
+                }
                 Err(actual) => {
                     if actual & POS_MASK < tail {
                         return Err(Corrupt::new("MPSC tail moved backwards").into());
@@ -243,11 +262,33 @@ impl Producer {
         }
     }
 
-    /// Write the records of a won claim and commit them with one Release store.
-    fn write_claim<M: RingMemory, P: Park>(&self, ctl: &RingCtl, mem: &M, park: &P, claim: Claim, recs: &[Rec<'_>]) {
+    /// Our intent word (None without an owner mark, i.e. without a peer slot).
+    fn intent_word<'p, P: Owners>(&self, park: &'p P) -> Option<&'p AtomicU64> {
+        if self.owner == 0 { None } else { park.intent_word(self.owner) }
+    }
+
+    /// Mark a won claim CLAIMED (what `unblock` reads if we die before the commit), then let
+    /// go of our intent: the marker speaks for the claim from here on.
+    fn mark_claim<M: RingMemory>(&self, mem: &M, claim: Claim, held: Held<'_>) {
         let start_off = (claim.start & (self.cap - 1)) as usize;
-        // The claim marker: what `unblock` reads if we die before the commit below.
+        // SYNC(intent): the Release clear in `held`'s drop publishes this marker.
         mem.store_word(start_off, record::encode_claimed(claim.extent as u32, self.owner), Ordering::Relaxed);
+        drop(held);
+    }
+
+    /// Write the records of a won claim and commit them with one Release store.
+    #[allow(clippy::too_many_arguments)]
+    fn write_claim<M: RingMemory, P: Park>(
+        &self,
+        ctl: &RingCtl,
+        mem: &M,
+        park: &P,
+        claim: Claim,
+        held: Held<'_>,
+        recs: &[Rec<'_>],
+    ) {
+        let start_off = (claim.start & (self.cap - 1)) as usize;
+        self.mark_claim(mem, claim, held);
         let mut first = 0u64;
         self.walk(claim.start, recs[..claim.n].iter().map(Rec::len), claim.extent, |spot| {
             let (off, word) = match spot {
@@ -356,7 +397,7 @@ impl Producer {
 
     /// Claim (waiting for room until `deadline`), write and commit a prefix of `recs` of at
     /// least one record; returns the claim (`claim.n` records were sent).
-    pub fn push<M: RingMemory, P: Park>(
+    pub fn push<M: RingMemory, P: Park + Owners>(
         &self,
         ctl: &RingCtl,
         mem: &M,
@@ -377,8 +418,8 @@ impl Producer {
             &many
         };
         loop {
-            if let Some(claim) = self.try_claim(ctl, lens)? {
-                self.write_claim(ctl, mem, park, claim, recs);
+            if let Some((claim, held)) = self.try_claim(ctl, park, lens)? {
+                self.write_claim(ctl, mem, park, claim, held, recs);
                 return Ok(claim);
             }
             self.wait_for_room(ctl, park, lens[0], deadline, &mut spinner)?;
@@ -386,7 +427,7 @@ impl Producer {
     }
 
     /// Send one message of any length (fragmented above `max_whole`), waiting until `deadline`.
-    pub fn send<M: RingMemory, P: Park>(
+    pub fn send<M: RingMemory, P: Park + Owners>(
         &self,
         ctl: &RingCtl,
         mem: &M,
@@ -426,10 +467,10 @@ impl Producer {
 
     /// End a fragmented message that will not be finished: an ABORT record now if it fits,
     /// else owed and written by a later push of this producer.
-    fn abort<M: RingMemory, P: Park>(&self, ctl: &RingCtl, mem: &M, park: &P, id: u64) {
+    fn abort<M: RingMemory, P: Park + Owners>(&self, ctl: &RingCtl, mem: &M, park: &P, id: u64) {
         let rec = Rec { kind: Kind::Abort, prefix: Some(id), body: &[] };
-        match self.try_claim(ctl, &[rec.len()]) {
-            Ok(Some(c)) => self.write_claim(ctl, mem, park, c, &[rec]),
+        match self.try_claim(ctl, park, &[rec.len()]) {
+            Ok(Some((c, held))) => self.write_claim(ctl, mem, park, c, held, &[rec]),
             Ok(None) => {
                 let mut owed = self.pending_aborts.lock().unwrap_or_else(|e| e.into_inner());
                 owed.push(id);
@@ -440,16 +481,16 @@ impl Producer {
     }
 
     /// Write the ABORT records owed (without waiting; those that do not fit stay owed).
-    fn flush_aborts<M: RingMemory, P: Park>(&self, ctl: &RingCtl, mem: &M, park: &P) {
+    fn flush_aborts<M: RingMemory, P: Park + Owners>(&self, ctl: &RingCtl, mem: &M, park: &P) {
         if self.pending.load(Ordering::Acquire) == 0 {
             return;
         }
         let mut owed = self.pending_aborts.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(&id) = owed.last() {
             let rec = Rec { kind: Kind::Abort, prefix: Some(id), body: &[] };
-            match self.try_claim(ctl, &[rec.len()]) {
-                Ok(Some(c)) => {
-                    self.write_claim(ctl, mem, park, c, &[rec]);
+            match self.try_claim(ctl, park, &[rec.len()]) {
+                Ok(Some((c, held))) => {
+                    self.write_claim(ctl, mem, park, c, held, &[rec]);
                     owed.pop();
                 }
                 Ok(None) => return,
@@ -462,7 +503,7 @@ impl Producer {
     /// Reserve one record of `len` payload bytes for zero-copy writing: claimed and marked, not
     /// committed. The caller writes the payload at `off + HDR`, then calls `commit_reserved`.
     /// Until then the consumer waits at this record: commit (or cancel) promptly.
-    pub fn reserve<M: RingMemory, P: Park>(
+    pub fn reserve<M: RingMemory, P: Park + Owners>(
         &self,
         ctl: &RingCtl,
         mem: &M,
@@ -474,9 +515,8 @@ impl Producer {
         self.flush_aborts(ctl, mem, park);
         let mut spinner = Spinner::new(self.spin);
         loop {
-            if let Some(claim) = self.try_claim(ctl, &[len])? {
-                let start_off = (claim.start & (self.cap - 1)) as usize;
-                mem.store_word(start_off, record::encode_claimed(claim.extent as u32, self.owner), Ordering::Relaxed);
+            if let Some((claim, held)) = self.try_claim(ctl, park, &[len])? {
+                self.mark_claim(mem, claim, held);
                 let rec_off = ((claim.start + claim.extent - record::size(len) as u64) & (self.cap - 1)) as usize;
                 return Ok(Reserved { claim, off: rec_off, len });
             }
@@ -983,21 +1023,63 @@ impl Consumer {
             return Ok(0);
         }
         let extent = if raw == 0 {
-            let mut pos = head + 8;
-            while pos < self.cached_tail && mem.load_word((pos & (self.cap - 1)) as usize, Ordering::Acquire) == 0 {
-                pos += 8;
-            }
-            pos - head
+            self.zeroes_from(mem, head + 8, self.cached_tail) - head
         } else {
             match record::decode(raw)? {
                 (Kind::Claimed, len) => len as u64,
                 _ => return Ok(0), // committed: nothing is stuck
             }
         };
+        self.pad_claim(ctl, mem, head, extent)
+    }
+
+    /// `unblock` for a claim at the head that is not marked yet (zeroes), while senders may be
+    /// alive: `live_claims` gives the CLAIM intents of the live senders (None: cannot tell, then
+    /// nothing is skipped). If none covers the head, whoever claimed there was killed between
+    /// its claim CAS and its marker; the claim ends at the next non-zero word, or where a live
+    /// sender's intent starts, or at the tail, whichever comes first (a live claim not marked
+    /// yet is zeroes too, but its intent says where it starts). Returns the bytes skipped.
+    pub fn unblock_unmarked<M: RingMemory>(
+        &mut self,
+        ctl: &RingCtl,
+        mem: &M,
+        live_claims: impl FnOnce() -> Option<Vec<u64>>,
+    ) -> Result<u64, Corrupt> {
+        // SYNC(claim): the tail (Acquire) first: every claim before it has published its intent.
+        self.refresh_tail(ctl)?;
+        let head = self.head;
+        let off = (head & (self.cap - 1)) as usize;
+        if self.cached_tail == head || mem.load_word(off, Ordering::Acquire) != 0 {
+            return Ok(0);
+        }
+        let Some(live) = live_claims() else { return Ok(0) };
+        let starts = live.iter().map(|&w| intent::pos(w));
+        if starts.clone().any(|p| p <= head)
+            // SYNC(intent): a sender that cleared its intent has stored its marker.
+            || mem.load_word(off, Ordering::Acquire) != 0
+        {
+            return Ok(0);
+        }
+        let bound = starts.filter(|&p| p > head).fold(self.cached_tail, u64::min);
+        let extent = self.zeroes_from(mem, head + 8, bound) - head;
+        self.pad_claim(ctl, mem, head, extent)
+    }
+
+    /// The first position from `pos` (8-aligned) up to `end` whose word is not zero, or `end`.
+    fn zeroes_from<M: RingMemory>(&self, mem: &M, mut pos: u64, end: u64) -> u64 {
+        while pos < end && mem.load_word((pos & (self.cap - 1)) as usize, Ordering::Acquire) == 0 {
+            pos += 8;
+        }
+        pos.min(end)
+    }
+
+    /// Turn the `extent` bytes of a dead producer's claim at the head into padding: one record
+    /// up to the ring's end, one for the rest. Returns `extent`.
+    fn pad_claim<M: RingMemory>(&mut self, ctl: &RingCtl, mem: &M, head: u64, extent: u64) -> Result<u64, Corrupt> {
+        let off = (head & (self.cap - 1)) as usize;
         if extent == 0 || extent % 8 != 0 || head + extent > self.cached_tail {
             return Err(Corrupt::new(format!("claim of {extent} bytes at {head} is impossible")));
         }
-        // Turn the claim into padding: one record up to the ring's end, one for the rest.
         let to_end = self.cap - off as u64;
         let first_len = extent.min(to_end);
         if extent > to_end {
