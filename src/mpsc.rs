@@ -105,7 +105,7 @@ impl Channel {
         match Consumer::attach(shared.ctl(), seg.capacity(), seg.max_message(), shared.spin) {
             Ok(cons) => {
                 let ring = seg.ring();
-                Ok(Receiver { shared, cons, ring })
+                Ok(Receiver { shared, cons, ring, stuck: None })
             }
             Err(c) => {
                 shared.detach_quietly(Role::Receiver);
@@ -488,6 +488,10 @@ pub struct Receiver {
     shared: Arc<Shared>,
     cons: Consumer,
     ring: RawRing,
+    /// The head position at which calls found nothing to receive, and since when (so that a
+    /// receiver that only polls with `try_recv` also skips a dead producer's claim, once it has
+    /// found it stuck for `ABANDONED_CHECK`).
+    stuck: Option<(u64, std::time::Instant)>,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -547,7 +551,23 @@ impl Receiver {
                 Err(PopError::Empty) if !deadline.passed() => {
                     self.skip_abandoned()?;
                 }
+                // Out of time (a `try_recv`, or the end of a timeout): still skip a dead
+                // producer's claim if calls have found the head stuck for long enough, and look
+                // once more if something was skipped.
+                Err(PopError::Empty) if self.stuck_long_enough() && self.skip_abandoned()? => {}
                 other => return other,
+            }
+        }
+    }
+
+    /// Whether calls have found nothing to receive at the same head for `ABANDONED_CHECK`.
+    fn stuck_long_enough(&mut self) -> bool {
+        let (head, now) = (self.cons.head(), std::time::Instant::now());
+        match self.stuck {
+            Some((h, since)) if h == head => now.duration_since(since) >= ABANDONED_CHECK,
+            _ => {
+                self.stuck = Some((head, now));
+                false
             }
         }
     }
@@ -556,12 +576,13 @@ impl Receiver {
     /// sending (no new claim can start) and no sender is attached (every one that claimed has
     /// either committed or died and been reaped), or the claim's CLAIMED marker names a sender
     /// whose process is dead, or it is not marked and no live sender intends to claim there.
-    fn skip_abandoned(&mut self) -> Result<(), PopError> {
+    /// Returns whether something was skipped.
+    fn skip_abandoned(&mut self) -> Result<bool, PopError> {
         let ctl = self.shared.ctl();
-        if lifecycle::load(&ctl.lifecycle.state)?.is_closed_for_send()
+        let skipped = if lifecycle::load(&ctl.lifecycle.state)?.is_closed_for_send()
             && ctl.lifecycle.senders.load(Ordering::Acquire) == 0
         {
-            self.cons.unblock(ctl, &self.ring, &OsPark)?;
+            self.cons.unblock(ctl, &self.ring, &OsPark)?
         } else {
             // Live senders remain: skip the claim only if its marker names a claimer that died,
             // or it is not marked and no live sender's intent covers it (DESIGN 4d).
@@ -570,10 +591,12 @@ impl Receiver {
                 self.cons.unblock_owned(ctl, &self.ring, &OsPark, |owner| crate::peers::owner_gone(h, owner))?;
             if skipped == 0 {
                 let claims = |w| intent::kind(w) == intent::CLAIM;
-                self.cons.unblock_unmarked(ctl, &self.ring, || crate::peers::live_intents(h, Role::Sender, &claims))?;
+                self.cons.unblock_unmarked(ctl, &self.ring, || crate::peers::live_intents(h, Role::Sender, &claims))?
+            } else {
+                skipped
             }
-        }
-        Ok(())
+        };
+        Ok(skipped != 0)
     }
 
     fn take_into(&mut self, deadline: Deadline, buf: &mut Vec<u8>) -> Result<usize, PopError> {
@@ -671,6 +694,7 @@ impl Receiver {
                 Err(PopError::Empty) if !deadline.passed() => {
                     self.skip_abandoned()?;
                 }
+                Err(PopError::Empty) if self.stuck_long_enough() && self.skip_abandoned()? => {}
                 Err(e) => return Err(e),
             }
         }

@@ -351,3 +351,75 @@ fn dead_consumer_holding_a_message_does_not_wedge_mpmc() {
     drop((tx, rx, ch));
     scope.finish();
 }
+
+/// Poll `attempt` every millisecond until it gives a value, for at most [`RECV_TIMEOUT`].
+fn poll<T>(what: &str, mut attempt: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = attempt() {
+            return v;
+        }
+        assert!(t0.elapsed() < RECV_TIMEOUT, "{what}: nothing after {RECV_TIMEOUT:?} of polling");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// MPMC, with only the non-blocking calls: a producer killed holding a claim (reserved, never
+/// committed) and a receiver killed holding a message. A receiver that only polls with
+/// `try_recv` skips the dead claim, and a sender that only polls with `try_send` frees the dead
+/// receiver's cells: each call gives up at once, but the attachment remembers how long it has
+/// found the same unit stuck (20 ms of polling, as one blocking call would wait).
+#[test]
+fn polling_calls_recover_from_dead_peers_mpmc() {
+    let scope = Scope::new("dpoll");
+    let name = scope.name("ch");
+    let ch = shmq::mpmc::Channel::create(&name, &Config::new().capacity(4096).cell_size(128)).unwrap();
+    let (tx, rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
+    // A dead producer's claim at the head, then a live producer's message behind it.
+    assert_killed(&scope.spawn("mpmc_claim_then_die", &[("SHMQ_IT_NAME", &name)]).wait(CHILD_TIMEOUT));
+    tx.try_send(7u32.to_le_bytes()).unwrap();
+    let m = poll("try_recv behind a dead claim", || match rx.try_recv() {
+        Ok(m) => Some(m),
+        Err(shmq::TryRecvError::Empty) => None,
+        Err(e) => panic!("try_recv: {e:?}"),
+    });
+    assert_eq!(m, 7u32.to_le_bytes());
+    assert!(ch.stats().unwrap().abandoned_claims >= 1, "the dead claim was skipped");
+    // A dead receiver holding a message; the sender fills the ring and comes round to it.
+    tx.try_send(0u32.to_le_bytes()).unwrap();
+    assert_killed(&scope.spawn("mpmc_take_then_die", &[("SHMQ_IT_NAME", &name)]).wait(CHILD_TIMEOUT));
+    for i in 1..=100u32 {
+        poll("try_send behind a dead receiver's cells", || match tx.try_send(i.to_le_bytes()) {
+            Ok(()) => Some(()),
+            Err(shmq::TrySendError::Full(_)) => None,
+            Err(e) => panic!("try_send {i}: {e:?}"),
+        });
+        let m = poll("try_recv", || rx.try_recv().ok());
+        assert_eq!(m, i.to_le_bytes());
+    }
+    assert_eq!(ch.stats().unwrap().reclaimed_takes, 1, "the dead receiver's message is counted as lost");
+    drop((tx, rx, ch));
+    scope.finish();
+}
+
+/// MPSC, with only `try_recv`: a producer killed holding a claim (reserved, never committed)
+/// while another sender stays attached. The polling receiver skips the dead claim once its
+/// calls have found the head stuck for 20 ms, and gets the live sender's message behind it.
+#[test]
+fn polling_receiver_recovers_from_a_dead_producer_mpsc() {
+    let scope = Scope::new("dpolls");
+    let name = scope.name("ch");
+    let ch = mpsc::Channel::create(&name, &Config::new().capacity(4096)).unwrap();
+    let (tx, mut rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
+    assert_killed(&scope.spawn("mpsc_claim_then_die", &[("SHMQ_IT_NAME", &name)]).wait(CHILD_TIMEOUT));
+    tx.try_send(7u32.to_le_bytes()).unwrap();
+    let m = poll("try_recv behind a dead claim", || match rx.try_recv() {
+        Ok(m) => Some(m),
+        Err(shmq::TryRecvError::Empty) => None,
+        Err(e) => panic!("try_recv: {e:?}"),
+    });
+    assert_eq!(m, 7u32.to_le_bytes());
+    assert_eq!(ch.stats().unwrap().abandoned_claims, 1, "the dead claim was skipped");
+    drop((tx, rx, ch));
+    scope.finish();
+}

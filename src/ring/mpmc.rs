@@ -189,25 +189,40 @@ pub struct Ring {
     patience: Option<Duration>,
     /// Counted by this attachment, not yet in the segment.
     pub counts: Counts,
+    /// Where we are stuck, across calls (for `patience`).
+    stuck: Stuck,
 }
 
-/// Since when a blocked call has been stuck (for `Ring::patience`).
-struct Stuck(Option<u64>);
+/// Where this attachment is stuck and since when (for `Ring::patience`). Kept in the ring, not
+/// per call, so that an attachment that only polls (`try_send`, `try_recv`: each call gives up
+/// at once) recovers too once it has found the same unit stuck for long enough. A timing
+/// heuristic local to the process: threads of one attachment racing here only shift the clock.
+struct Stuck {
+    /// The stuck position + 1 (0: none yet).
+    at: AtomicU64,
+    /// When we first found it stuck (`clock::monotonic_ns`).
+    since: AtomicU64,
+}
 
 impl Stuck {
     fn new() -> Stuck {
-        Stuck(None)
+        Stuck { at: AtomicU64::new(0), since: AtomicU64::new(0) }
     }
 
-    /// Whether we have been stuck for `patience` (starting the clock at the first call).
-    fn long_enough(&mut self, patience: Option<Duration>) -> bool {
+    /// Whether we have been stuck at `pos` for `patience` (starting the clock when we find a
+    /// new position stuck).
+    fn long_enough(&self, pos: u64, patience: Option<Duration>) -> bool {
         match patience {
             None => false,
             Some(p) if p.is_zero() => true,
             Some(p) => {
                 let now = crate::clock::monotonic_ns();
-                let since = *self.0.get_or_insert(now);
-                now.saturating_sub(since) >= p.as_nanos() as u64
+                if self.at.load(Ordering::Relaxed) != pos + 1 {
+                    self.since.store(now, Ordering::Relaxed);
+                    self.at.store(pos + 1, Ordering::Relaxed);
+                    return false;
+                }
+                now.saturating_sub(self.since.load(Ordering::Relaxed)) >= p.as_nanos() as u64
             }
         }
     }
@@ -223,7 +238,7 @@ impl Ring {
     pub fn new(cap: usize, cell: usize, max_message: u64, spin: Duration) -> Result<Ring, Corrupt> {
         let cells = Cells::new(cap, cell)?;
         let max = (max_message as usize).min(self::max_message(cap, cell));
-        Ok(Ring { cells, max_message: max, spin, owner: 0, patience: None, counts: Counts::new() })
+        Ok(Ring { cells, max_message: max, spin, owner: 0, patience: None, counts: Counts::new(), stuck: Stuck::new() })
     }
 
     /// Take part in crash recovery: mark what we own with `owner` (`peers::owner_mark`) and,
@@ -433,7 +448,6 @@ impl Ring {
         seqs: &[AtomicU64],
         park: &P,
         len: usize,
-        stuck: &mut Stuck,
     ) -> bool {
         if self.patience.is_none() {
             return false;
@@ -470,7 +484,7 @@ impl Ring {
         };
         // SYNC(take): Acquire; a unit at or past the head was not taken: its consumer is just
         // slow. Past the head, the taker's CAS (and the TAKE intent before it) is visible.
-        if ctl.consumer.head.load(Ordering::Acquire) <= u || !stuck.long_enough(self.patience) {
+        if ctl.consumer.head.load(Ordering::Acquire) <= u || !self.stuck.long_enough(u, self.patience) {
             return false;
         }
         let off = c.off(u);
@@ -624,14 +638,13 @@ impl Ring {
             &many
         };
         let mut spinner = Spinner::new(self.spin);
-        let mut stuck = Stuck::new();
         loop {
             if let Some((claim, held)) = self.try_claim(ctl, mem, seqs, park, lens)? {
                 self.write_claim(ctl, mem, seqs, park, claim, msgs);
                 drop(held); // every unit is committed
                 return Ok(claim.n);
             }
-            if self.recover_take(ctl, mem, seqs, park, lens[0], &mut stuck) {
+            if self.recover_take(ctl, mem, seqs, park, lens[0]) {
                 continue;
             }
             self.wait_for_room(ctl, seqs, park, lens[0], deadline, &mut spinner)?;
@@ -650,7 +663,6 @@ impl Ring {
         deadline: Deadline,
     ) -> Result<Reserved, PushError> {
         let mut spinner = Spinner::new(self.spin);
-        let mut stuck = Stuck::new();
         loop {
             if let Some((claim, held)) = self.try_claim(ctl, mem, seqs, park, &[len])? {
                 let (pad, _) = self.cells.place(claim.start, len);
@@ -663,7 +675,7 @@ impl Ring {
                 let pos = claim.start + pad;
                 return Ok(Reserved { claim, pos, off: self.cells.off(pos) + HDR, len });
             }
-            if self.recover_take(ctl, mem, seqs, park, len, &mut stuck) {
+            if self.recover_take(ctl, mem, seqs, park, len) {
                 continue;
             }
             self.wait_for_room(ctl, seqs, park, len, deadline, &mut spinner)?;
@@ -877,7 +889,6 @@ impl Ring {
         deadline: Deadline,
     ) -> Result<Take, PopError> {
         let mut spinner = Spinner::new(self.spin);
-        let mut stuck = Stuck::new();
         loop {
             let state = lifecycle::load(&ctl.lifecycle.state)?;
             if state >= State::Closing {
@@ -910,7 +921,7 @@ impl Ring {
                     {
                         continue;
                     }
-                    if self.recover_claim(ctl, mem, seqs, park, head, raw_tail, &mut stuck) {
+                    if self.recover_claim(ctl, mem, seqs, park, head, raw_tail) {
                         continue;
                     }
                     self.wait(ctl, seqs, park, deadline, &mut spinner)?;
@@ -936,13 +947,12 @@ impl Ring {
         park: &P,
         head: u64,
         raw_tail: u64,
-        stuck: &mut Stuck,
     ) -> bool {
         if self.patience.is_none() || head >= raw_tail & POS_MASK {
             return false; // not recovering, or nothing claimed at the head
         }
         let seq = self.seq(seqs, head);
-        if seq.load(Ordering::Acquire) != head || !stuck.long_enough(self.patience) {
+        if seq.load(Ordering::Acquire) != head || !self.stuck.long_enough(head, self.patience) {
             return false;
         }
         // A CLAIMED marker at a cell whose sequence word reads `head` was written by this lap's

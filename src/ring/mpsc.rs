@@ -637,6 +637,11 @@ impl Consumer {
         })
     }
 
+    /// The head position (where the next record is read).
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
     /// The message assembled from fragments (valid after `Next::Assembled`).
     pub fn assembled(&self) -> &[u8] {
         &self.assembled
