@@ -424,3 +424,34 @@ fn unmarked_dead_claim_is_skipped_while_a_sender_is_live() {
         assert_eq!(m.ctl.lifecycle.abandoned_claims.load(Ordering::Relaxed), 1);
     });
 }
+
+/// The intent word doubles as a lock among the threads of one attachment: two threads that
+/// hold it never overlap (loom's cell reports any overlapping access), and each one's intent is
+/// the word's value while it holds it; the word is 0 after both.
+#[test]
+fn intent_word_is_held_by_one_thread_at_a_time() {
+    model(|spawned_first| {
+        let shared = Arc::new((AtomicU64::new(0), loom::cell::UnsafeCell::new(0u64)));
+        let other = {
+            let shared = shared.clone();
+            loom::thread::spawn(move || {
+                let _held = intent::Held::hold(Some(&shared.0), intent::encode(intent::CLAIM, 8));
+                assert_eq!(shared.0.load(Ordering::Relaxed), intent::encode(intent::CLAIM, 8));
+                // SAFETY: the word is held: no other thread touches the cell (loom checks it).
+                shared.1.with_mut(|v| unsafe { *v += 1 });
+            })
+        };
+        let_spawned_run_first(spawned_first);
+        {
+            let held = intent::Held::hold(Some(&shared.0), intent::encode(intent::TAKE, 16));
+            held.set(intent::encode(intent::TAKE, 24));
+            assert_eq!(shared.0.load(Ordering::Relaxed), intent::encode(intent::TAKE, 24));
+            // SAFETY: as in the other thread.
+            shared.1.with_mut(|v| unsafe { *v += 1 });
+        }
+        other.join().unwrap();
+        assert_eq!(shared.0.load(Ordering::Relaxed), 0);
+        // SAFETY: both threads are done (joined / out of their held section).
+        assert_eq!(shared.1.with(|v| unsafe { *v }), 2);
+    });
+}
