@@ -32,16 +32,20 @@
 //!
 //! Both print a summary on stderr (`--nocapture` shows it for a passing run too): iterations and
 //! messages checked per flavour and victim, where the victims died (by plan), how long the
-//! survivors took to notice, the mutex figures, the MPMC dead-claim figures, the known limits
-//! hit, the failures with their seeds. On the 2-core VM, with other jobs running, 500
-//! iterations take 9-10 s and 2,000 about 41 s.
+//! survivors took to notice, the mutex figures, the MPMC dead-claim figures, the failures with
+//! their seeds. On the 2-core VM, with other jobs running, 500 iterations take 9-10 s and 2,000
+//! about 41 s.
+//!
+//! A peer that attaches and dies within one watcher rescan (50 ms) is noticed by blocked calls
+//! (every 5 ms), not by the pidfd watcher at once; the children here live a few ms, so the notice
+//! latencies in the summary are mostly that 5 ms check (20 ms for an MPSC receiver behind a dead
+//! claim).
 //!
 //! | variable | meaning |
 //! |---|---|
 //! | `SHMQ_TORTURE_ITERS` | iterations of [`torture`] (default [`DEFAULT_ITERS`]) |
 //! | `SHMQ_TORTURE_BASE` | base seed (hex); default: from the clock, printed at the start |
 //! | `SHMQ_TORTURE_SEED` | run only the iteration with this seed (printed with every failure); the kill lands at another instruction each time, so a failure may take a few runs to recur |
-//! | `SHMQ_TORTURE_STRICT` | `1`: the known limits below are failures (hangs), not remedied |
 //! | `SHMQ_TORTURE_WINDOW_TRIES` | attempts of the window tests (defaults 200 and 300) |
 //!
 //! # One iteration
@@ -80,20 +84,12 @@
 //! no system call, so the reporting does not slow the senders down, and the victim's last phase
 //! says where it died.
 //!
-//! # Known limits (DESIGN.md section 9), remedied unless `SHMQ_TORTURE_STRICT=1`
+//! # Stalls
 //!
-//! * MPSC: a producer killed between its claim and its commit leaves a claim that blocks the
-//!   receiver while another sender is still attached; the live sender then fills the ring and
-//!   blocks too. Recognised when nothing moves for [`STALL`] and the segment shows an
-//!   uncommitted claim at the head while a live producer is still sending; the parent then plays
-//!   the supervisor and calls `drain()`: the live producer is refused, the receiver skips the
-//!   dead claim and reaches end-of-stream, and every message is still checked.
-//! * MPMC has no known limit any more: a producer or consumer killed anywhere between its CAS
-//!   and its markers is covered by its intent word (DESIGN.md 4d), so an MPMC stall is a hang.
-//! * A peer that attaches and dies within one watcher rescan (50 ms) is noticed by blocked
-//!   calls (every 5 ms), not by the pidfd watcher at once; the children here live a few ms, so
-//!   the notice latencies in the summary are mostly that 5 ms check (20 ms for an MPSC receiver
-//!   behind a dead claim).
+//! No stall is excused: a producer or consumer killed anywhere in its claim or take is covered
+//! by its intent word (DESIGN.md section 4d), in MPSC and MPMC alike, so every stall after a kill
+//! is a hang, and fails the iteration when the survivors are not done within [`DEADLINE`] of
+//! the kill.
 //!
 //! # The windows around attach and detach
 //!
@@ -120,8 +116,6 @@ use std::time::{Duration, Instant};
 const DEFAULT_ITERS: u64 = 500;
 /// Survivors must be done this long after the kill.
 const DEADLINE: Duration = Duration::from_secs(10);
-/// Nothing moved for this long while someone still works: look for a known limit.
-const STALL: Duration = Duration::from_millis(200);
 /// A deadline no blocking call of a child should ever reach (the parent's deadline comes first).
 const LONG: Duration = Duration::from_secs(120);
 
@@ -578,10 +572,6 @@ fn env_u64(key: &str) -> Option<u64> {
     std::env::var(key).ok().map(|v| parse_u64(&v))
 }
 
-fn strict() -> bool {
-    std::env::var("SHMQ_TORTURE_STRICT").is_ok_and(|v| v == "1")
-}
-
 // ---------------------------------------------------------------------------------------------
 // Messages: checksum (u64), producer (u32), length (u32), seq (u64), pseudo-random body. The
 // length of message (p, seq) is a function of the seed, so the receiver checks it too.
@@ -812,10 +802,6 @@ impl Ch {
             Flavour::Mpsc => Ch::Mpsc(mpsc::Channel::open(name, &cfg).expect("open")),
             Flavour::Mpmc => Ch::Mpmc(mpmc::Channel::open(name, &cfg).expect("open")),
         }
-    }
-
-    fn drain(&self) {
-        each!(self, Ch, c => c.drain()).expect("drain");
     }
 
     fn close_now(&self) {
@@ -1356,7 +1342,7 @@ struct SegView {
     tail: u64,
     closed_bit: bool,
     head: u64,
-    /// MPSC: the header word at the head.
+    /// The ring word at the head (MPSC: the header of the message or claim there).
     head_word: u64,
     /// Peer-table words naming a pid (pid, role 1 sender / 2 receiver).
     peers: Vec<(u32, u64)>,
@@ -1389,22 +1375,17 @@ fn seg_view(name: &str, cap: usize) -> Option<SegView> {
     })
 }
 
-/// Which known limit explains a stall, if one does.
-fn known_limit(spec: &Spec, board: &Board, name: &str) -> Option<&'static str> {
-    let live_sender = |v: usize| (0..spec.producers).any(|p| p != v && board.slot(p).get(F_OUTCOME) == O_RUNNING);
-    match (spec.flavour, spec.victim) {
-        (Flavour::Mpsc, Victim::Producer(v)) => {
-            let seg = seg_view(name, spec.cap)?;
-            let uncommitted = seg.head_word == 0 || (seg.head_word >> 32) & 0xff == 7;
-            (seg.head < seg.tail && uncommitted && live_sender(v))
-                .then_some("mpsc: dead producer's claim, live sender attached")
-        }
-        _ => None,
-    }
-}
-
 fn describe(spec: &Spec, board: &Board, name: &str, children: &[Child]) -> String {
-    let mut s = format!("segment: {:?}\n", seg_view(name, spec.cap));
+    // Field by field: nothing else reads the positions, and a derived Debug is no read for the
+    // dead-code lint.
+    let mut s = match seg_view(name, spec.cap) {
+        Some(v) => format!(
+            "segment: state {}, senders {}, receivers {}, head {}, tail {} (closed bit {}), word at the head {:#x}, \
+             peers {:?}\n",
+            v.state, v.senders, v.receivers, v.head, v.tail, v.closed_bit, v.head_word, v.peers
+        ),
+        None => "segment: gone\n".to_string(),
+    };
     for slot in spec.slots() {
         let b = board.slot(slot);
         let alive = children
@@ -1435,7 +1416,6 @@ struct Report {
     big: u64,
     extras: u64,
     refusals: u64,
-    known_limit: Option<&'static str>,
     /// Kill → end-of-stream of the consumers (a producer died and no other was still sending).
     notice_rx_ns: Option<u64>,
     /// Kill → refusal of a producer (the consumer died).
@@ -1537,18 +1517,12 @@ fn run_iteration(scope: &Scope, idx: u64, seed: u64, close_edge: u64) -> Report 
         }
     }
 
-    // Watch until everyone is done, killing on time, remedying a known limit, or declaring a hang.
+    // Watch until everyone is done, killing on time, or declaring a hang.
     let mut t_kill: Option<u64> = None;
     // What each producer may have sent when the parent learnt of the kill.
     let mut sent_at_kill: Option<Vec<u64>> = None;
     let mut parent_killed = false;
     let mut hang: Option<String> = None;
-    let signature = |b: &Board| -> Vec<u64> {
-        used.iter().flat_map(|&s| [b.slot(s).get(F_PHASE), b.slot(s).get(F_DONE), b.slot(s).get(F_OUTCOME)]).collect()
-    };
-    let mut last_sig = signature(&board);
-    let mut last_change = Instant::now();
-    let mut remedied = false;
     let mut hang_at: Option<Instant> = None;
     loop {
         if hang_at.is_some_and(|t| t.elapsed() > DEADLINE) {
@@ -1585,22 +1559,6 @@ fn run_iteration(scope: &Scope, idx: u64, seed: u64, close_edge: u64) -> Report 
         if t_kill.is_some() && sent_at_kill.is_none() {
             sent_at_kill = Some((0..spec.producers).map(|p| board.slot(p).maybe_sent()).collect());
         }
-        let sig = signature(&board);
-        if sig != last_sig {
-            last_sig = sig;
-            last_change = Instant::now();
-        } else if t_kill.is_some() && rep.known_limit.is_none() && last_change.elapsed() > STALL {
-            if let Some(limit) = known_limit(&spec, &board, &name) {
-                rep.known_limit = Some(limit);
-                if !strict() {
-                    remedied = true;
-                    match spec.victim {
-                        Victim::Producer(_) => ch.drain(),
-                        Victim::Consumer(_) => ch.close_now(),
-                    }
-                }
-            }
-        }
         let deadline = match t_kill {
             Some(t) => t + DEADLINE.as_nanos() as u64,
             None => t_go + 3 * DEADLINE.as_nanos() as u64,
@@ -1610,8 +1568,7 @@ fn run_iteration(scope: &Scope, idx: u64, seed: u64, close_edge: u64) -> Report 
                 Some(_) => format!("survivors still running {DEADLINE:?} after the kill"),
                 None => format!("the victim was not dead {:?} after the start", 3 * DEADLINE),
             };
-            let limit = rep.known_limit.map_or(String::new(), |l| format!(" (known limit, SHMQ_TORTURE_STRICT: {l})"));
-            hang = Some(format!("HANG: {what}{limit}\n{}", describe(&spec, &board, &name, &children)));
+            hang = Some(format!("HANG: {what}\n{}", describe(&spec, &board, &name, &children)));
             hang_at = Some(Instant::now());
             ch.close_now();
             for c in children.iter().filter(|c| c.fin.is_none()) {
@@ -1705,7 +1662,7 @@ fn run_iteration(scope: &Scope, idx: u64, seed: u64, close_edge: u64) -> Report 
                         if o == O_FINISHED && acked != spec.counts[p] {
                             f.push(format!("producer {p} finished after {acked} of {} messages", spec.counts[p]));
                         }
-                        if matches!(o, O_REFUSED_CLOSED | O_REFUSED_DEAD) && !remedied {
+                        if matches!(o, O_REFUSED_CLOSED | O_REFUSED_DEAD) {
                             f.push(format!("live producer {p} was refused although the consumers lived"));
                         }
                     }
@@ -1719,7 +1676,7 @@ fn run_iteration(scope: &Scope, idx: u64, seed: u64, close_edge: u64) -> Report 
                 });
                 let end = consumers.iter().map(|&c| b(c).get(F_T_OUT)).max().unwrap_or(0);
                 let all_after = consumers.iter().all(|&c| b(c).get(F_T_OUT) > t_kill);
-                if others_done && !remedied && all_after && vs.get(F_PHASE) < PH_CLOSING {
+                if others_done && all_after && vs.get(F_PHASE) < PH_CLOSING {
                     rep.notice_rx_ns = Some(end - t_kill);
                 }
                 if spec.flavour == Flavour::Mpmc {
@@ -1767,9 +1724,9 @@ fn run_iteration(scope: &Scope, idx: u64, seed: u64, close_edge: u64) -> Report 
             Victim::Consumer(vc) => {
                 // MPMC, one of two consumers died: the other gets the rest; every message at
                 // most once (checked as it arrived), and only the victim's operation in flight
-                // may be lost, unless the known-limit remedy discarded the backlog.
+                // may be lost.
                 let sc = b(CONSUMER_SLOT + (1 - vc));
-                if !remedied && !matches!(sc.get(F_OUTCOME), O_END_CLOSED | O_END_DEAD) {
+                if !matches!(sc.get(F_OUTCOME), O_END_CLOSED | O_END_DEAD) {
                     f.push(format!("the surviving consumer ended with {}", outcome_name(sc.get(F_OUTCOME))));
                 }
                 let in_op = matches!(vs.get(F_PHASE), PH_RECV | PH_HOLD | PH_CHECK);
@@ -1777,7 +1734,7 @@ fn run_iteration(scope: &Scope, idx: u64, seed: u64, close_edge: u64) -> Report 
                 for p in 0..spec.producers {
                     let o = b(p).get(F_OUTCOME);
                     let (g, acked) = (got(p), b(p).get(F_DONE));
-                    if !remedied && o != O_FINISHED {
+                    if o != O_FINISHED {
                         f.push(format!("producer {p} ended with {}", outcome_name(o)));
                     }
                     missing += g.missing;
@@ -1785,13 +1742,7 @@ fn run_iteration(scope: &Scope, idx: u64, seed: u64, close_edge: u64) -> Report 
                         f.push(format!("producer {p} seq {} was received, but only {acked} were sent", g.beyond - 1));
                     }
                 }
-                let allowed = if remedied {
-                    u64::MAX
-                } else if in_op {
-                    vs.get(F_OP_N)
-                } else {
-                    0
-                };
+                let allowed = if in_op { vs.get(F_OP_N) } else { 0 };
                 if missing > allowed {
                     f.push(format!("{missing} accepted messages were never received ({} allowed)", allowed.min(99)));
                 }
@@ -1923,7 +1874,6 @@ struct Row {
     big: u64,
     extras: u64,
     refusals: u64,
-    limits: u64,
     failures: u64,
 }
 
@@ -1935,20 +1885,18 @@ impl Row {
         self.big += o.big;
         self.extras += o.extras;
         self.refusals += o.refusals;
-        self.limits += o.limits;
         self.failures += o.failures;
     }
 
     fn line(&self, flavour: &str, victim: &str) -> String {
         format!(
-            "{flavour:<6} {victim:<9} {:>6} {:>12} {:>9.1} {:>11} {:>7} {:>9} {:>7} {:>8}\n",
+            "{flavour:<6} {victim:<9} {:>6} {:>12} {:>9.1} {:>11} {:>7} {:>9} {:>8}\n",
             self.iters,
             self.msgs,
             self.bytes as f64 / 1048576.0,
             self.big,
             self.extras,
             self.refusals,
-            self.limits,
             self.failures
         )
     }
@@ -1990,7 +1938,6 @@ struct Totals {
     rows: BTreeMap<(Flavour, &'static str), Row>,
     /// (phase the victim died in, plan) → kills.
     phases: BTreeMap<(u64, &'static str), u64>,
-    limits: BTreeMap<&'static str, u64>,
     notice_rx: Vec<u64>,
     notice_tx: Vec<u64>,
     run_ns: Vec<u64>,
@@ -2022,14 +1969,10 @@ impl Totals {
             big: rep.big,
             extras: rep.extras,
             refusals: rep.refusals,
-            limits: u64::from(rep.known_limit.is_some()),
             failures: u64::from(!rep.failures.is_empty()),
         };
         self.rows.entry((spec.flavour, spec.victim.kind())).or_default().add(&row);
         *self.phases.entry((rep.victim_phase.unwrap_or(99), spec.plan.name())).or_default() += 1;
-        if let Some(l) = rep.known_limit {
-            *self.limits.entry(l).or_default() += 1;
-        }
         self.notice_rx.extend(rep.notice_rx_ns);
         self.notice_tx.extend(rep.notice_tx_ns);
         self.run_ns.push(rep.run_ns);
@@ -2061,13 +2004,11 @@ impl Totals {
     }
 
     fn print(&mut self, iters: u64, secs: f64, base: u64) {
-        let mut s = format!(
-            "\n=== kill -9 torture: {iters} iterations in {secs:.1} s (SHMQ_TORTURE_BASE={base:#x}, strict {}) ===\n",
-            strict()
-        );
+        let mut s =
+            format!("\n=== kill -9 torture: {iters} iterations in {secs:.1} s (SHMQ_TORTURE_BASE={base:#x}) ===\n");
         s += &format!(
-            "{:<6} {:<9} {:>6} {:>12} {:>9} {:>11} {:>7} {:>9} {:>7} {:>8}\n",
-            "flavr", "victim", "iters", "msgs checked", "MiB", "fragmented", "extras", "refusals", "limits", "failures"
+            "{:<6} {:<9} {:>6} {:>12} {:>9} {:>11} {:>7} {:>9} {:>8}\n",
+            "flavr", "victim", "iters", "msgs checked", "MiB", "fragmented", "extras", "refusals", "failures"
         );
         let mut all = Row::default();
         for ((fl, v), r) in &self.rows {
@@ -2137,12 +2078,6 @@ impl Totals {
             c.iters,
             c.got_while_attached_all
         );
-        if self.limits.is_empty() {
-            s += "known limits hit: none\n";
-        }
-        for (l, n) in &self.limits {
-            s += &format!("known limit hit {n} times: {l}{}\n", if strict() { "" } else { " (remedied)" });
-        }
         s += &format!("failures: {}\n", self.failures.len());
         eprintln!("{s}");
     }
