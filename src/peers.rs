@@ -117,8 +117,8 @@ pub(crate) fn register(h: &Header, slot: Slot) -> Option<usize> {
     None
 }
 
-/// The owner mark this process writes into ownership markers (MPSC/MPMC CLAIMED, MPMC TAKEN and
-/// RECOVERING) while it holds peer slot `slot`: the slot + 1 in bits 0..7 and 9 bits of a hash
+/// The owner mark this process writes into ownership markers (MPSC/MPMC CLAIMED, MPMC TAKEN)
+/// while it holds peer slot `slot` (it also names the slot's intent word): the slot + 1 in bits 0..7 and 9 bits of a hash
 /// of the process identity above, so that a marker left by a dead process is not mistaken for
 /// the mark of a live process that took its slot after it was reaped. 0 (no slot) = unknown.
 pub(crate) fn owner_mark(slot: Option<usize>) -> u16 {

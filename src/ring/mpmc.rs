@@ -7,11 +7,13 @@
 //! | TAIL_CLOSED                | any closer                          | fetch_or, never cleared      |
 //! | head position              | consumers                           | CAS (the take)               |
 //! | seq of a unit's first cell | its producer: `pos + 1` (Release) = committed | store              |
-//! | seq of every cell of a unit| its consumer: `pos + cap` (Release) = free for the next lap | store |
+//! | seq of every cell of a unit| its consumer (or a reclaimer): `pos + cap` (Release) = free for the next lap | store |
 //! | cell bytes                 | the producer that claimed them, then read by the consumer that took them | copy |
-//! | a unit's header word       | its producer: CLAIMED marker, then the header at commit; its consumer: TAKEN marker after the take; a survivor freeing a dead consumer's unit: RECOVERING (CAS) | store / CAS |
-//! | first word of a non-first cell | the consumer releasing it: 0 | store |
-//! | seq of a dead claim's first cell | a consumer that found its claimer gone: `pos + 2` (ABANDONED) | CAS |
+//! | a unit's header word       | its producer: CLAIMED marker, then the header at commit (Release); its consumer: TAKEN marker after the take (Release) | store |
+//! | first word of every cell   | whoever frees it: 0 (the first cell's last, Release) | store |
+//! | seq of a dead claim's first cell | a consumer that found its claimer gone: `pos + 2` (ABANDONED), or `pos + 1` if the unit was written whole | CAS |
+//! | seq of a dead taker's unit | a producer reclaiming it: `pos + 3 + k` (RECLAIMING, k = dead reclaimers replaced) | CAS |
+//! | our intent word            | this attachment, one thread at a time (`ring::intent`) | CAS / store |
 //!
 //! Positions count bytes and are multiples of the cell size; cell `i` of lap `l` has position
 //! `p = l * cap + i * cell`. Its sequence word reads `p` when the cell is free for position `p`,
@@ -20,13 +22,15 @@
 //! a padding unit that fills the cells up to the ring's end when a message would not fit before
 //! it; units never wrap.
 //!
-//! Ownership markers let survivors recover from a process that died holding cells (DESIGN.md
-//! 4d): a producer marks every unit of its claim CLAIMED (with its owner mark) right after the
-//! claim; a consumer that finds the head unit claimed by a gone owner sets its sequence word to
-//! `pos + 2` (ABANDONED: a padding unit whose size the marker gives). A consumer marks every
-//! unit it took TAKEN right after the take; a producer blocked on a unit whose taker is gone
-//! frees it (after winning a CAS of the header to RECOVERING). Releasing zeroes the first word
-//! of every cell but a unit's first, so no stale byte can pass for a CLAIMED marker later.
+//! Ownership markers and intent words let survivors recover from a process that died holding
+//! cells (DESIGN.md 4d): a producer publishes a CLAIM intent, claims, marks every unit of its
+//! claim CLAIMED (with its owner mark), and keeps the intent until its units are committed; a
+//! consumer publishes a TAKE intent, takes, and marks every unit it took TAKEN. A consumer stuck
+//! at a claimed head unit whose claimer is gone (its marker names a gone owner, or no live
+//! intent covers it) abandons it (`pos + 2`, padding) or, if it was written whole, commits it
+//! for the dead producer. A producer stuck behind a unit whose taker is gone reclaims it (one
+//! CAS of its sequence word to RECLAIMING) and frees it. Freeing zeroes the first word of every
+//! cell, so no stale byte can pass for a marker later.
 
 use crate::error::Corrupt;
 use crate::futex::Wake;

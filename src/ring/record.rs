@@ -5,7 +5,7 @@
 //!                                  bits 32..40 kind
 //!                                  bits 40..48 TAG (0xA5), catches garbage
 //!                                  bits 48..64 zero, except in the ownership markers
-//!                                              CLAIMED, TAKEN and RECOVERING: an owner mark
+//!                                              CLAIMED and TAKEN: an owner mark
 //!                                              (`peers::owner_mark`; 0 = unknown)
 //! ```
 //!
@@ -38,7 +38,9 @@ pub enum Kind {
     /// MPMC only: a unit taken by a consumer that has not released it yet; `len` is the unit's
     /// size in bytes (what a producer frees if that consumer died).
     Taken = 8,
-    /// MPMC only: a dead consumer's unit being freed by the survivor named in the owner bits.
+    /// Layout 2's RECOVERING marker (a dead consumer's unit being freed); not written since
+    /// layout 3, where reclaiming is a CAS of the unit's sequence word. Still decoded as an
+    /// owned kind, so that no reader takes it for a record.
     Recovering = 9,
 }
 
@@ -55,7 +57,7 @@ pub fn encode_claimed(extent: u32, owner: u16) -> u64 {
     encode_owned(Kind::Claimed, extent, owner)
 }
 
-/// An ownership marker (CLAIMED, TAKEN or RECOVERING) of `len` bytes owned by `owner`.
+/// An ownership marker (CLAIMED or TAKEN) of `len` bytes owned by `owner`.
 #[inline]
 pub fn encode_owned(kind: Kind, len: u32, owner: u16) -> u64 {
     debug_assert!(kind.carries_owner());
