@@ -435,7 +435,7 @@ fn intent_word_is_held_by_one_thread_at_a_time() {
         let other = {
             let shared = shared.clone();
             loom::thread::spawn(move || {
-                let _held = intent::Held::hold(Some(&shared.0), intent::encode(intent::CLAIM, 8));
+                let _held = intent::Held::hold(Some(&shared.0), intent::encode(intent::CLAIM, 8)).unwrap();
                 assert_eq!(shared.0.load(Ordering::Relaxed), intent::encode(intent::CLAIM, 8));
                 // SAFETY: the word is held: no other thread touches the cell (loom checks it).
                 shared.1.with_mut(|v| unsafe { *v += 1 });
@@ -443,7 +443,7 @@ fn intent_word_is_held_by_one_thread_at_a_time() {
         };
         let_spawned_run_first(spawned_first);
         {
-            let held = intent::Held::hold(Some(&shared.0), intent::encode(intent::TAKE, 16));
+            let held = intent::Held::hold(Some(&shared.0), intent::encode(intent::TAKE, 16)).unwrap();
             held.set(intent::encode(intent::TAKE, 24));
             assert_eq!(shared.0.load(Ordering::Relaxed), intent::encode(intent::TAKE, 24));
             // SAFETY: as in the other thread.

@@ -505,3 +505,44 @@ fn huge_announced_length_does_not_make_the_receiver_allocate_it() {
     drop((tx, ch));
     scope.finish();
 }
+
+/// Offsets of the 64 intent words (header lines 11-26, four words used per line).
+fn intent_word_offsets() -> impl Iterator<Item = u64> {
+    (0..16u64).flat_map(|line| (0..4u64).map(move |w| 11 * 128 + line * 128 + w * 8))
+}
+
+/// Another process scribbles a value into every intent word (ours included) that none of our
+/// threads will ever clear. MPSC and MPMC sends, and an MPMC receive with a message waiting,
+/// return `Corrupt` (the message handed back) after the hold limit instead of spinning for ever.
+#[test]
+fn scribbled_intent_words_are_corrupt_not_a_hang() {
+    let scope = Scope::new("f-intent");
+    let garbage = (1u64 << 62 | 0x1234).to_le_bytes(); // a CLAIM intent nobody of ours wrote
+    let m_name = scope.name("m");
+    let m = shmq::mpmc::Channel::create(&m_name, &Config::new()).unwrap();
+    let (tx, rx) = (m.sender().unwrap(), m.receiver().unwrap());
+    tx.send(*b"before").unwrap();
+    for off in intent_word_offsets() {
+        poke(&shm_path(&m_name), off, &garbage);
+    }
+    match tx.send_timeout(*b"hello", Duration::from_secs(10)) {
+        Err(shmq::SendTimeoutError::Corrupt(msg, c)) => {
+            assert_eq!(msg, *b"hello", "the message is handed back");
+            assert!(c.to_string().contains("intent"), "{c}");
+        }
+        other => panic!("MPMC send over a scribbled intent word: {other:?}"),
+    }
+    let err = rx.recv_timeout(Duration::from_secs(10)).expect_err("the take needs the intent word");
+    assert!(matches!(err, shmq::RecvTimeoutError::Corrupt(_)), "{err:?}");
+    drop((tx, rx, m));
+
+    let s_name = scope.name("s");
+    let s = shmq::mpsc::Channel::create(&s_name, &Config::new()).unwrap();
+    let tx = s.sender().unwrap();
+    for off in intent_word_offsets() {
+        poke(&shm_path(&s_name), off, &garbage);
+    }
+    assert!(matches!(tx.try_send(*b"hello"), Err(shmq::TrySendError::Corrupt(..))));
+    drop((tx, s));
+    scope.finish();
+}

@@ -25,8 +25,15 @@
 //! intent (a CAS that Acquires the clear and stores with Release, so who sees it sees the
 //! markers of the one before).
 
+use crate::error::Corrupt;
 use crate::layout::POS_MASK;
 use crate::sync::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How long `Held::hold` waits for another thread of the attachment before it calls the word
+/// corrupt. A holder keeps it for a few instructions; only a word that some other process
+/// scribbles on (a hostile or broken peer) stays taken this long.
+const HOLD_LIMIT: Duration = Duration::from_secs(2);
 
 /// A producer is about to claim cells from the position (tail CAS), or is marking its claim.
 pub const CLAIM: u64 = 1 << 62;
@@ -85,21 +92,32 @@ pub struct Held<'a>(Option<&'a AtomicU64>);
 
 impl<'a> Held<'a> {
     /// Wait until no other thread of our attachment holds the word, then publish `intent`.
-    pub fn hold(word: Option<&'a AtomicU64>, intent: u64) -> Held<'a> {
+    /// A word that stays taken for [`HOLD_LIMIT`] is `Corrupt` (somebody else writes it).
+    pub fn hold(word: Option<&'a AtomicU64>, intent: u64) -> Result<Held<'a>, Corrupt> {
         if let Some(w) = word {
             let mut spins = 0u32;
+            let mut since = None;
             // SYNC(intent): Acquire CAS; pairs with the Release clear of the thread that held it
             // before (so one who sees our intent sees that thread's markers too).
-            while w.compare_exchange_weak(0, intent, Ordering::Acquire, Ordering::Relaxed).is_err() {
-                spins += 1;
-                if spins % 64 == 0 {
-                    crate::sync::yield_now();
-                } else {
+            while let Err(seen) = w.compare_exchange_weak(0, intent, Ordering::Acquire, Ordering::Relaxed) {
+                spins = spins.wrapping_add(1);
+                if spins % 64 != 0 {
                     crate::sync::spin_hint();
+                    continue;
+                }
+                crate::sync::yield_now();
+                if spins % 1024 == 0 {
+                    let now = crate::clock::monotonic_ns();
+                    let start = *since.get_or_insert(now);
+                    if now.saturating_sub(start) >= HOLD_LIMIT.as_nanos() as u64 {
+                        return Err(Corrupt::new(format!(
+                            "our intent word stays {seen:#x}: another process writes it"
+                        )));
+                    }
                 }
             }
         }
-        Held(word)
+        Ok(Held(word))
     }
 
     /// Publish another intent while holding the word (a CAS retry from a fresh position).
@@ -138,14 +156,14 @@ mod tests {
     fn held_word_excludes_other_threads_and_clears_on_drop() {
         let word = AtomicU64::new(0);
         {
-            let held = Held::hold(Some(&word), encode(CLAIM, 64));
+            let held = Held::hold(Some(&word), encode(CLAIM, 64)).unwrap();
             assert_eq!(word.load(Ordering::Relaxed), encode(CLAIM, 64));
             held.set(encode(CLAIM, 128));
             assert_eq!(word.load(Ordering::Relaxed), encode(CLAIM, 128));
             // Another thread of the attachment waits until we are done.
             std::thread::scope(|s| {
                 let t = s.spawn(|| {
-                    let _h = Held::hold(Some(&word), encode(TAKE, 1));
+                    let _h = Held::hold(Some(&word), encode(TAKE, 1)).unwrap();
                 });
                 std::thread::sleep(std::time::Duration::from_millis(20));
                 assert!(!t.is_finished());
@@ -154,7 +172,18 @@ mod tests {
             });
         }
         assert_eq!(word.load(Ordering::Relaxed), 0);
-        let none = Held::hold(None, encode(CLAIM, 0));
+        let none = Held::hold(None, encode(CLAIM, 0)).unwrap();
         none.set(1);
+    }
+
+    #[test]
+    fn a_word_nobody_of_ours_clears_is_corrupt() {
+        // A scribbled value that no thread of ours will ever clear: an error, not a hang.
+        let word = AtomicU64::new(0xdead_beef);
+        let t0 = std::time::Instant::now();
+        let err = Held::hold(Some(&word), encode(CLAIM, 0)).err().expect("corrupt");
+        assert!(err.to_string().contains("0xdeadbeef"), "{err}");
+        assert!(t0.elapsed() >= HOLD_LIMIT);
+        assert_eq!(word.load(Ordering::Relaxed), 0xdead_beef, "left as found");
     }
 }

@@ -334,7 +334,7 @@ impl Ring {
             let mine = intent::encode(intent::CLAIM, start);
             match &held {
                 Some(h) => h.set(mine),
-                None => held = Some(Held::hold(self.intent_word(park), mine)),
+                None => held = Some(Held::hold(self.intent_word(park), mine)?),
             }
             // SYNC(claim): AcqRel CAS on the tail word; fails if another producer claimed first
             // or a closer set TAIL_CLOSED: claims and closes are totally ordered (SYNC(closed-bit)).
@@ -514,7 +514,9 @@ impl Ring {
             }
         }
         let next = if step { s + 1 } else { u + RECLAIMING };
-        let _held = Held::hold(self.intent_word(park), intent::encode(intent::RECLAIM, u));
+        let Ok(_held) = Held::hold(self.intent_word(park), intent::encode(intent::RECLAIM, u)) else {
+            return false; // our intent word is scribbled on: do not reclaim without it
+        };
         // SYNC(reclaim): AcqRel CAS of the first sequence word: exactly one reclaimer at a time;
         // a replacement's CAS acquires what the one before it did.
         if self.seq(seqs, u).compare_exchange(s, next, Ordering::AcqRel, Ordering::Relaxed).is_err() {
@@ -704,7 +706,9 @@ impl Ring {
         {
             // Our CLAIM intent again while the header replaces our CLAIMED marker and the
             // commit is not stored yet (see `try_claim`).
-            let _held = Held::hold(self.intent_word(park), intent::encode(intent::CLAIM, r.pos));
+            // (A scribbled intent word: commit without it; only a crash right here would then
+            // be misjudged.)
+            let _held = Held::hold(self.intent_word(park), intent::encode(intent::CLAIM, r.pos)).ok();
             self.commit_unit(mem, seqs, r.pos, header);
         }
         wait::wake_counted(park, &ctl.wake.rx_seq, &ctl.wake.rx_waiters);
@@ -822,7 +826,7 @@ impl Ring {
             let mine = intent::encode(intent::TAKE, head);
             match &held {
                 Some(h) => h.set(mine),
-                None => held = Some(Held::hold(self.intent_word(park), mine)),
+                None => held = Some(Held::hold(self.intent_word(park), mine)?),
             }
             // SYNC(take): AcqRel CAS on the head: exactly one consumer takes these units.
             match ctl.consumer.head.compare_exchange(head, pos, Ordering::AcqRel, Ordering::Acquire) {

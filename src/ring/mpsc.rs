@@ -242,7 +242,7 @@ impl Producer {
             let mine = intent::encode(intent::CLAIM, tail);
             match &held {
                 Some(h) => h.set(mine),
-                None => held = Some(Held::hold(self.intent_word(park), mine)),
+                None => held = Some(Held::hold(self.intent_word(park), mine)?),
             }
             // SYNC(claim): AcqRel CAS on the tail word. It fails if another producer claimed
             // first (retry with its tail) or a closer set TAIL_CLOSED (SYNC(closed-bit)): a claim
