@@ -546,3 +546,120 @@ fn scribbled_intent_words_are_corrupt_not_a_hang() {
     drop((tx, s));
     scope.finish();
 }
+
+/// A small deterministic generator (xorshift64*), so that a failure names its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One MPSC or MPMC channel (4 KiB ring, 64-byte cells) with a few messages in flight, then a
+/// hostile process writes 1-4 words anywhere in the segment (header, peer table, intent words,
+/// ring, MPMC sequence words): edge values, nearby positions or noise. Every later operation
+/// must return (a message or a typed error) within the intent hold limit and never panic,
+/// including the drops at the end. 300 seeds per flavour.
+#[test]
+fn random_scribbles_on_multi_channels_are_errors_not_panics() {
+    let scope = Scope::new("f-scrib");
+    for seed in 1..=600u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let name = scope.name(&format!("s{seed}"));
+        let mpmc = seed % 2 == 0;
+        let cfg = Config::new().capacity(CAP as usize).cell_size(64).open_timeout(Duration::from_millis(50));
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            scribble_and_operate(&name, mpmc, &cfg, &mut rng);
+        }));
+        let _ = shmq::unlink(&name);
+        if let Err(p) = run {
+            let what = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            panic!("seed {seed} ({}): {what:?}", if mpmc { "mpmc" } else { "mpsc" });
+        }
+    }
+    scope.finish();
+}
+
+fn scribble_and_operate(name: &str, mpmc: bool, cfg: &Config, rng: &mut Rng) {
+    let len = |rng: &mut Rng| rng.below(600) as usize;
+    let path = shm_path(name);
+    let seg_len = if mpmc { OFF_RING + CAP + 8 * (CAP / 64) } else { OFF_RING + CAP };
+    let scribble = |rng: &mut Rng| {
+        for _ in 0..1 + rng.below(4) {
+            let off = match rng.below(4) {
+                0 => rng.below(OFF_RING / 8) * 8,        // anywhere in the header
+                1 => 11 * 128 + rng.below(2048 / 8) * 8, // the intent words
+                2 => OFF_RING + rng.below(CAP / 8) * 8,  // the ring
+                _ => OFF_RING + CAP + rng.below((seg_len - OFF_RING - CAP).max(8) / 8) * 8, // seqs
+            }
+            .min(seg_len - 8);
+            let old = {
+                let f = std::fs::File::open(&path).unwrap();
+                read_u64(&f, off)
+            };
+            let v = match rng.below(6) {
+                0 => 0,
+                1 => u64::MAX,
+                2 => old.wrapping_add(rng.below(5) * 64),
+                3 => old.wrapping_sub(rng.below(5) * 64),
+                4 => old ^ (1 << rng.below(64)),
+                _ => rng.next(),
+            };
+            poke(&path, off, &v.to_le_bytes());
+        }
+    };
+    // A bounded operation: returns within the hold limit, whatever it returns.
+    let bounded = |what: &str, t0: Instant| {
+        assert!(t0.elapsed() < Duration::from_secs(4), "{what} took {:?}", t0.elapsed());
+    };
+    if mpmc {
+        let ch = shmq::mpmc::Channel::create(name, cfg).unwrap();
+        let (tx, rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
+        for _ in 0..rng.below(6) {
+            let _ = tx.try_send(vec![7u8; len(rng)]);
+        }
+        scribble(rng);
+        for _ in 0..12 {
+            let t0 = Instant::now();
+            match rng.below(5) {
+                0 => drop(tx.try_send(vec![1u8; len(rng)])),
+                1 => drop(tx.send_timeout(vec![2u8; len(rng)], Duration::from_millis(2))),
+                2 => drop(rx.try_recv()),
+                3 => drop(rx.recv_timeout(Duration::from_millis(2))),
+                _ => drop(ch.stats()),
+            }
+            bounded("an MPMC operation", t0);
+        }
+        let t0 = Instant::now();
+        drop((tx, rx, ch));
+        bounded("MPMC drops", t0);
+    } else {
+        let ch = shmq::mpsc::Channel::create(name, cfg).unwrap();
+        let (tx, mut rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
+        for _ in 0..rng.below(6) {
+            let _ = tx.try_send(vec![7u8; len(rng)]);
+        }
+        scribble(rng);
+        for _ in 0..12 {
+            let t0 = Instant::now();
+            match rng.below(5) {
+                0 => drop(tx.try_send(vec![1u8; len(rng)])),
+                1 => drop(tx.send_timeout(vec![2u8; len(rng)], Duration::from_millis(2))),
+                2 => drop(rx.try_recv()),
+                3 => drop(rx.recv_timeout(Duration::from_millis(2))),
+                _ => drop(ch.stats()),
+            }
+            bounded("an MPSC operation", t0);
+        }
+        let t0 = Instant::now();
+        drop((tx, rx, ch));
+        bounded("MPSC drops", t0);
+    }
+}

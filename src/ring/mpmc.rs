@@ -808,8 +808,17 @@ impl Ring {
                 continue;
             }
             if ahead {
-                // Another consumer took this unit and the cell moved on: our head is stale.
-                head = ctl.consumer.head.load(Ordering::Acquire);
+                // Another consumer took this unit and the cell moved on: our head is stale. Who
+                // moved the word past `head + 2` (a release, a later commit, a reclaim) did so
+                // after the head left `head`, and our Acquire load of the word saw that: a head
+                // still at `head` means the word was scribbled on (found by the random-scribble
+                // test: without this the receiver spun here for ever).
+                let fresh = ctl.consumer.head.load(Ordering::Acquire);
+                if fresh == head {
+                    let s = self.seq(seqs, head).load(Ordering::Acquire);
+                    return Err(Corrupt::new(format!("MPMC cell sequence {s} is ahead of the head {head}")));
+                }
+                head = fresh;
                 continue;
             }
             if pos == head {
