@@ -619,47 +619,35 @@ fn scribble_and_operate(name: &str, mpmc: bool, cfg: &Config, rng: &mut Rng) {
     let bounded = |what: &str, t0: Instant| {
         assert!(t0.elapsed() < Duration::from_secs(4), "{what} took {:?}", t0.elapsed());
     };
+    // The same steps for both flavours (their handle types differ).
+    macro_rules! operate {
+        ($flavour:literal, $ch:expr) => {{
+            let ch = $ch;
+            #[allow(unused_mut)]
+            let (tx, mut rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
+            for _ in 0..rng.below(6) {
+                let _ = tx.try_send(vec![7u8; len(rng)]);
+            }
+            scribble(rng);
+            for _ in 0..12 {
+                let t0 = Instant::now();
+                match rng.below(5) {
+                    0 => drop(tx.try_send(vec![1u8; len(rng)])),
+                    1 => drop(tx.send_timeout(vec![2u8; len(rng)], Duration::from_millis(2))),
+                    2 => drop(rx.try_recv()),
+                    3 => drop(rx.recv_timeout(Duration::from_millis(2))),
+                    _ => drop(ch.stats()),
+                }
+                bounded(concat!("an ", $flavour, " operation"), t0);
+            }
+            let t0 = Instant::now();
+            drop((tx, rx, ch));
+            bounded(concat!($flavour, " drops"), t0);
+        }};
+    }
     if mpmc {
-        let ch = shmq::mpmc::Channel::create(name, cfg).unwrap();
-        let (tx, rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
-        for _ in 0..rng.below(6) {
-            let _ = tx.try_send(vec![7u8; len(rng)]);
-        }
-        scribble(rng);
-        for _ in 0..12 {
-            let t0 = Instant::now();
-            match rng.below(5) {
-                0 => drop(tx.try_send(vec![1u8; len(rng)])),
-                1 => drop(tx.send_timeout(vec![2u8; len(rng)], Duration::from_millis(2))),
-                2 => drop(rx.try_recv()),
-                3 => drop(rx.recv_timeout(Duration::from_millis(2))),
-                _ => drop(ch.stats()),
-            }
-            bounded("an MPMC operation", t0);
-        }
-        let t0 = Instant::now();
-        drop((tx, rx, ch));
-        bounded("MPMC drops", t0);
+        operate!("MPMC", shmq::mpmc::Channel::create(name, cfg).unwrap());
     } else {
-        let ch = shmq::mpsc::Channel::create(name, cfg).unwrap();
-        let (tx, mut rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
-        for _ in 0..rng.below(6) {
-            let _ = tx.try_send(vec![7u8; len(rng)]);
-        }
-        scribble(rng);
-        for _ in 0..12 {
-            let t0 = Instant::now();
-            match rng.below(5) {
-                0 => drop(tx.try_send(vec![1u8; len(rng)])),
-                1 => drop(tx.send_timeout(vec![2u8; len(rng)], Duration::from_millis(2))),
-                2 => drop(rx.try_recv()),
-                3 => drop(rx.recv_timeout(Duration::from_millis(2))),
-                _ => drop(ch.stats()),
-            }
-            bounded("an MPSC operation", t0);
-        }
-        let t0 = Instant::now();
-        drop((tx, rx, ch));
-        bounded("MPSC drops", t0);
+        operate!("MPSC", shmq::mpsc::Channel::create(name, cfg).unwrap());
     }
 }

@@ -352,6 +352,15 @@ fn dead_consumer_holding_a_message_does_not_wedge_mpmc() {
     scope.finish();
 }
 
+/// A `try_recv` result as `poll` wants it: the message, None while empty; any other error fails.
+fn empty_is_none(r: Result<Vec<u8>, shmq::TryRecvError>) -> Option<Vec<u8>> {
+    match r {
+        Ok(m) => Some(m),
+        Err(shmq::TryRecvError::Empty) => None,
+        Err(e) => panic!("try_recv: {e:?}"),
+    }
+}
+
 /// Poll `attempt` every millisecond until it gives a value, for at most [`RECV_TIMEOUT`].
 fn poll<T>(what: &str, mut attempt: impl FnMut() -> Option<T>) -> T {
     let t0 = Instant::now();
@@ -378,11 +387,7 @@ fn polling_calls_recover_from_dead_peers_mpmc() {
     // A dead producer's claim at the head, then a live producer's message behind it.
     assert_killed(&scope.spawn("mpmc_claim_then_die", &[("SHMQ_IT_NAME", &name)]).wait(CHILD_TIMEOUT));
     tx.try_send(7u32.to_le_bytes()).unwrap();
-    let m = poll("try_recv behind a dead claim", || match rx.try_recv() {
-        Ok(m) => Some(m),
-        Err(shmq::TryRecvError::Empty) => None,
-        Err(e) => panic!("try_recv: {e:?}"),
-    });
+    let m = poll("try_recv behind a dead claim", || empty_is_none(rx.try_recv()));
     assert_eq!(m, 7u32.to_le_bytes());
     assert!(ch.stats().unwrap().abandoned_claims >= 1, "the dead claim was skipped");
     // A dead receiver holding a message; the sender fills the ring and comes round to it.
@@ -413,11 +418,7 @@ fn polling_receiver_recovers_from_a_dead_producer_mpsc() {
     let (tx, mut rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
     assert_killed(&scope.spawn("mpsc_claim_then_die", &[("SHMQ_IT_NAME", &name)]).wait(CHILD_TIMEOUT));
     tx.try_send(7u32.to_le_bytes()).unwrap();
-    let m = poll("try_recv behind a dead claim", || match rx.try_recv() {
-        Ok(m) => Some(m),
-        Err(shmq::TryRecvError::Empty) => None,
-        Err(e) => panic!("try_recv: {e:?}"),
-    });
+    let m = poll("try_recv behind a dead claim", || empty_is_none(rx.try_recv()));
     assert_eq!(m, 7u32.to_le_bytes());
     assert_eq!(ch.stats().unwrap().abandoned_claims, 1, "the dead claim was skipped");
     drop((tx, rx, ch));
